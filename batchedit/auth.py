@@ -1,0 +1,92 @@
+"""Credentials: the secret key, and the UserSig made from it and renewed before it expires."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from batchedit import usersig
+from batchedit.errors import ConfigError
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; pass it on, never print it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class SigSource:
+    """Hands out the UserSig for the admin identifier.
+
+    With a secret key, a sig valid for ``expire`` seconds (default 2 days) is made on first use and
+    made again once less than a quarter of its validity is left, so a long run never sends one that
+    is about to expire. With a ready-made UserSig (``TIM_USERSIG``) that sig is used as is and
+    cannot be renewed.
+    """
+
+    def __init__(
+        self,
+        sdkappid: int,
+        identifier: str,
+        *,
+        secret_key: Secret | None = None,
+        fixed_usersig: Secret | None = None,
+        expire: int = 2 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (secret_key is None) == (fixed_usersig is None):
+            raise ConfigError("give either a secret key or a ready-made UserSig, not both or none")
+        self.sdkappid = sdkappid
+        self.identifier = identifier
+        self._key = secret_key
+        self._fixed = fixed_usersig
+        self._expire = expire
+        self._clock = clock
+        self._sig: str | None = None
+        self._renew_at = 0.0
+
+    @property
+    def renewable(self) -> bool:
+        """Whether :meth:`regenerate` can make a new sig (only with a secret key)."""
+        return self._key is not None
+
+    def current(self) -> str:
+        """The UserSig to send now."""
+        if self._fixed is not None:
+            return self._fixed.reveal()
+        now = self._clock()
+        if self._sig is None or now >= self._renew_at:
+            return self._make(now)
+        return self._sig
+
+    def regenerate(self) -> bool:
+        """Make a fresh sig at once (after a 70001); ``False`` when the sig is not ours to renew."""
+        if self._key is None:
+            return False
+        self._make(self._clock())
+        return True
+
+    def _make(self, now: float) -> str:
+        key = self._key.reveal() if self._key is not None else ""
+        self._sig = usersig.generate(self.sdkappid, key, self.identifier, self._expire, int(now))
+        self._renew_at = now + self._expire * 0.75
+        return self._sig
+
+    def __repr__(self) -> str:
+        kind = "secret key" if self._key is not None else "fixed UserSig"
+        return f"SigSource(sdkappid={self.sdkappid}, identifier={self.identifier!r}, {kind})"

@@ -1,0 +1,290 @@
+"""The IM REST client: one ``aiohttp.ClientSession``, every answer a :class:`Reply` value.
+
+A call never raises for anything the network or the server does: HTTP errors, timeouts, dropped
+connections and garbage bodies become a ``Reply`` with ``code=None`` (spec section 1, "HTTP status
+semantics"). The UserSig never leaves this module except inside the request URL; wherever a URL
+is shown it goes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from batchedit.auth import SigSource
+from batchedit.errors import ConfigError, ErrorClass, classify
+
+REGIONS: Final[Mapping[str, str]] = {
+    "china": "console.tim.qq.com",
+    "singapore": "adminapisgp.im.qcloud.com",
+    "seoul": "adminapikr.im.qcloud.com",
+    "tokyo": "adminapijpn.im.qcloud.com",
+    "frankfurt": "adminapiger.im.qcloud.com",
+    "mumbai": "adminapiind.im.qcloud.com",
+    "silicon-valley": "adminapiusa.im.qcloud.com",
+    "jakarta": "adminapiidn.im.qcloud.com",
+}
+"""Region name → primary REST domain (spec section 1, "Regional domains")."""
+
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
+_SECRET_PARAM = re.compile(r"(usersig=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Replace every ``usersig=...`` query value in ``text`` with ``usersig=<redacted>``."""
+    return _SECRET_PARAM.sub(r"\1<redacted>", text)
+
+
+def resolve_endpoint(region: str | None = None, base_url: str | None = None) -> str:
+    """The base URL (scheme and host, no path) from a region name or an explicit URL."""
+    if base_url:
+        url = URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"base URL must look like https://host[:port], got {base_url!r}")
+        return str(url.with_path("").with_query(None)).rstrip("/")
+    if region:
+        host = REGIONS.get(region.lower())
+        if host is None:
+            raise ConfigError(f"unknown region {region!r}; known: {', '.join(REGIONS)}")
+        return f"https://{host}"
+    raise ConfigError("no endpoint: set TIM_REGION (or --region) or TIM_BASE_URL (or --base-url)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer to one HTTP attempt.
+
+    ``code`` is the envelope's ``ErrorCode``, or ``None`` when there was no envelope; ``info`` is
+    ``ErrorInfo`` or our description of what went wrong; ``latency`` is in seconds.
+    """
+
+    code: int | None
+    info: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    http_status: int | None = 200
+    latency: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the server answered ``ErrorCode`` 0."""
+        return self.code == 0
+
+    @property
+    def error_class(self) -> ErrorClass:
+        """What the answer means for a retrying caller (see :mod:`batchedit.errors`)."""
+        return classify(self.code, self.http_status)
+
+
+@dataclass(frozen=True, slots=True)
+class RoamMessage:
+    """One item of an ``admin_getroammsg`` ``MsgList`` (spec section 3)."""
+
+    from_account: str
+    to_account: str
+    msg_seq: int
+    msg_random: int
+    msg_timestamp: int
+    msg_key: str
+    flag_bits: int
+    body: list[Any]
+    cloud_custom_data: str | None
+    is_peer_read: int
+
+    @property
+    def recalled(self) -> bool:
+        """``MsgFlagBits == 8``: the message was recalled."""
+        return self.flag_bits == 8
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> RoamMessage:
+        """Build from one ``MsgList`` element."""
+        ccd = item.get("CloudCustomData")
+        return cls(
+            from_account=str(item["From_Account"]),
+            to_account=str(item["To_Account"]),
+            msg_seq=int(item["MsgSeq"]),
+            msg_random=int(item["MsgRandom"]),
+            msg_timestamp=int(item["MsgTimeStamp"]),
+            msg_key=str(item["MsgKey"]),
+            flag_bits=int(item.get("MsgFlagBits", 0)),
+            body=list(item.get("MsgBody", [])),
+            cloud_custom_data=ccd if isinstance(ccd, str) else None,
+            is_peer_read=int(item.get("IsPeerRead", 0)),
+        )
+
+
+class ImClient:
+    """An async context manager over one keep-alive ``ClientSession`` to one IM endpoint.
+
+    ``timeout`` is seconds per HTTP attempt (the server's own limit is 3 s, spec section 1);
+    ``max_connections`` bounds open connections (0: no bound). Create it inside the running loop.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        sig: SigSource,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 0,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.sig = sig
+        self.timeout = timeout
+        self._max_connections = max_connections
+        self._identifier = quote(sig.identifier, safe="")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ImClient:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def __repr__(self) -> str:
+        return f"ImClient({self.endpoint!r}, {self.sig!r})"
+
+    def _url(self, api: str) -> URL:
+        # The UserSig alphabet (A-Za-z0-9*-_) needs no escaping (spec section 1, "URL shape").
+        return URL(
+            f"{self.endpoint}/v4/{api}?sdkappid={self.sig.sdkappid}"
+            f"&identifier={self._identifier}&usersig={self.sig.current()}"
+            f"&random={random.getrandbits(32)}&contenttype=json",
+            encoded=True,
+        )
+
+    async def call(self, api: str, body: Mapping[str, Any]) -> Reply:
+        """POST ``body`` to ``v4/<api>`` (e.g. ``openim/modify_c2c_msg``) and return the answer."""
+        return await self.call_raw(api, orjson.dumps(body))
+
+    async def call_raw(self, api: str, payload: bytes) -> Reply:
+        """As :meth:`call`, with the JSON body already encoded."""
+        if self._session is None:
+            raise RuntimeError("ImClient used outside 'async with'")
+        start = time.perf_counter()
+        try:
+            async with self._session.post(
+                self._url(api), data=payload, headers=_JSON_HEADERS
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            return Reply(None, f"no answer within {self.timeout:g} s", {}, None, self._since(start))
+        except aiohttp.ClientError as exc:
+            info = redact(f"{type(exc).__name__}: {exc}")
+            return Reply(None, info, {}, None, self._since(start))
+        latency = self._since(start)
+        if status != 200:
+            return Reply(None, f"HTTP {status}", {}, status, latency)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return Reply(None, "answer is not JSON", {}, status, latency)
+        code = data.get("ErrorCode") if isinstance(data, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            return Reply(None, "answer has no ErrorCode", {}, status, latency)
+        return Reply(code, str(data.get("ErrorInfo", "")), data, status, latency)
+
+    @staticmethod
+    def _since(start: float) -> float:
+        return time.perf_counter() - start
+
+    async def modify_c2c_msg(self, edit: Mapping[str, Any]) -> Reply:
+        """``openim/modify_c2c_msg``: overwrite MsgBody and/or CloudCustomData (section 2)."""
+        return await self.call("openim/modify_c2c_msg", edit)
+
+    async def admin_getroammsg(
+        self,
+        operator: str,
+        peer: str,
+        min_time: int,
+        max_time: int,
+        max_cnt: int = 100,
+        last_msg_key: str | None = None,
+    ) -> Reply:
+        """``openim/admin_getroammsg``: one page of a conversation's history (section 3)."""
+        body: dict[str, Any] = {
+            "Operator_Account": operator,
+            "Peer_Account": peer,
+            "MaxCnt": max_cnt,
+            "MinTime": min_time,
+            "MaxTime": max_time,
+        }
+        if last_msg_key is not None:
+            body["LastMsgKey"] = last_msg_key
+        return await self.call("openim/admin_getroammsg", body)
+
+    async def sendmsg(
+        self,
+        from_account: str,
+        to_account: str,
+        msg_body: Sequence[Mapping[str, Any]],
+        *,
+        cloud_custom_data: str | None = None,
+        msg_random: int | None = None,
+        msg_seq: int | None = None,
+        msg_timestamp: int | None = None,
+        sync_other_machine: int | None = None,
+    ) -> Reply:
+        """``openim/sendmsg`` (section 4); the reply carries ``MsgTime`` and ``MsgKey``."""
+        body: dict[str, Any] = {
+            "From_Account": from_account,
+            "To_Account": to_account,
+            "MsgRandom": random.getrandbits(32) if msg_random is None else msg_random,
+            "MsgBody": list(msg_body),
+        }
+        optional = {
+            "CloudCustomData": cloud_custom_data,
+            "MsgSeq": msg_seq,
+            "MsgTimeStamp": msg_timestamp,
+            "SyncOtherMachine": sync_other_machine,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return await self.call("openim/sendmsg", body)
+
+    async def admin_msgwithdraw(self, from_account: str, to_account: str, msg_key: str) -> Reply:
+        """``openim/admin_msgwithdraw``: recall a message (section 5)."""
+        body = {"From_Account": from_account, "To_Account": to_account, "MsgKey": msg_key}
+        return await self.call("openim/admin_msgwithdraw", body)
+
+    async def account_import(
+        self, user_id: str, nick: str | None = None, face_url: str | None = None
+    ) -> Reply:
+        """``im_open_login_svc/account_import`` (section 6)."""
+        body = {"UserID": user_id, "Nick": nick, "FaceUrl": face_url}
+        return await self.call(
+            "im_open_login_svc/account_import", {k: v for k, v in body.items() if v is not None}
+        )
+
+    async def multiaccount_import(self, user_ids: Sequence[str]) -> Reply:
+        """``im_open_login_svc/multiaccount_import``, at most 100 accounts (section 6)."""
+        body = {"AccountList": [{"UserID": user_id} for user_id in user_ids]}
+        return await self.call("im_open_login_svc/multiaccount_import", body)
+
+    async def account_check(self, user_ids: Sequence[str]) -> Reply:
+        """``im_open_login_svc/account_check``, at most 100 accounts (section 6)."""
+        body = {"CheckItem": [{"UserID": user_id} for user_id in user_ids]}
+        return await self.call("im_open_login_svc/account_check", body)

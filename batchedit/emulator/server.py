@@ -1,0 +1,36 @@
+"""Running the emulator as a server until SIGINT or SIGTERM, saving its state on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from batchedit.emulator.app import Emulator
+
+
+async def serve(
+    emulator: Emulator, host: str, port: int, announce: Callable[[str], None] = print
+) -> None:
+    """Serve on ``host:port`` (port 0 picks a free one) until SIGINT/SIGTERM, then save state.
+
+    ``announce`` receives one line, ``emulator listening on http://HOST:PORT``, once the socket is
+    bound, so a parent process can read the port.
+    """
+    runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        await site.start()
+        bound = runner.addresses[0][1]
+        announce(f"emulator listening on http://{host}:{bound}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        emulator.save()
