@@ -59,6 +59,8 @@ class SigSource:
         self._clock = clock
         self._sig: str | None = None
         self._renew_at = 0.0
+        self.generation = 0
+        """How many sigs were made so far; tells an answer to an old sig from one to a new."""
 
     @property
     def renewable(self) -> bool:
@@ -85,6 +87,7 @@ class SigSource:
         key = self._key.reveal() if self._key is not None else ""
         self._sig = usersig.generate(self.sdkappid, key, self.identifier, self._expire, int(now))
         self._renew_at = now + self._expire * 0.75
+        self.generation += 1
         return self._sig
 
     def __repr__(self) -> str:

@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import stat
+import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import orjson
 
-from batchedit.auth import Secret
+from batchedit.auth import Secret, SigSource
+from batchedit.client import resolve_endpoint
 from batchedit.emulator import Emulator, EmulatorConfig, Faults, Store, seed_demo, serve
-from batchedit.errors import ConfigError
+from batchedit.errors import BatchEditError, ConfigError
+from batchedit.outcomes import Summary
+from batchedit.progress import ConsoleObserver, count_lines
+from batchedit.retry import RetryPolicy
+from batchedit.runner import RunConfig, RunControl, run_batch
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ABORTED = 3
+EXIT_INTERRUPTED = 130
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error: exit 2, nothing was sent."""
+
+    exit_code = EXIT_CONFIG
 
 
 def read_secret_key(secret_key_file: Path | None) -> Secret | None:
@@ -177,3 +198,195 @@ def emulator(
         if demo_targets is not None:
             demo_targets.write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in targets))
     asyncio.run(serve(emu, host, port, lambda line: click.echo(line, err=True)))
+
+
+def _sig_source(sdkappid: int | None, admin: str, secret_key_file: Path | None) -> SigSource:
+    if sdkappid is None:
+        raise ConfigError("no SDKAppID: set TIM_SDKAPPID or pass --sdkappid")
+    key = read_secret_key(secret_key_file)
+    usersig = os.environ.get("TIM_USERSIG", "").strip()
+    if key is not None:
+        return SigSource(sdkappid, admin, secret_key=key)
+    if usersig:
+        return SigSource(sdkappid, admin, fixed_usersig=Secret(usersig))
+    raise ConfigError(
+        "no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set TIM_USERSIG"
+    )
+
+
+def exit_code_for(summary: Summary) -> int:
+    """The exit status a script can trust (see ``batchedit run --help``)."""
+    if summary.stopped == "interrupted":
+        return EXIT_INTERRUPTED
+    if summary.stopped is not None:
+        return EXIT_ABORTED
+    return EXIT_OK if summary.all_ok else EXIT_SOME_FAILED
+
+
+async def _run_with_signals(
+    source: BinaryIO, config: RunConfig, observer: ConsoleObserver
+) -> Summary:
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            click.echo("\nstopping: letting in-flight edits finish (Ctrl-C again to cancel them)",
+                       err=True)  # fmt: skip
+            control.interrupt()
+        else:
+            control.cancel_now()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await run_batch(source, config, observer=observer, control=control)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@main.command()
+@click.argument("edits", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL log, one line per final outcome, appended as it happens (required unless "
+    "--dry-run).",
+)
+@click.option("--sdkappid", type=int, envvar="TIM_SDKAPPID", help="SDKAppID [env TIM_SDKAPPID].")
+@click.option(
+    "--admin",
+    envvar="TIM_ADMIN",
+    default="administrator",
+    show_default=True,
+    help="App admin identifier [env TIM_ADMIN].",
+)
+@click.option(
+    "--secret-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the secret key (else env TIM_SECRET_KEY, else a ready-made TIM_USERSIG). "
+    "No flag takes the key itself: it would show in ps.",
+)
+@click.option("--region", envvar="TIM_REGION", help="Region name, e.g. singapore [env TIM_REGION].")
+@click.option("--base-url", envvar="TIM_BASE_URL", help="Explicit endpoint [env TIM_BASE_URL].")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=200.0,
+    show_default=True,
+    help="Requests per second, retries included, never exceeded in any sliding second (0: no "
+    "limit).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+    help="Requests in flight at most.",
+)  # fmt: skip
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), default=6, show_default=True,
+    help="Attempts per edit for transient errors.",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    help="Seconds per HTTP attempt.",
+)  # fmt: skip
+@click.option(
+    "--breaker", type=click.IntRange(min=0), default=50, show_default=True,
+    help="Stop after this many consecutive failures with one ErrorCode (0: never).",
+)  # fmt: skip
+@click.option(
+    "--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    help="Seconds in-flight edits may take to finish after Ctrl-C.",
+)  # fmt: skip
+@click.option("--resume", is_flag=True, help="Skip lines RESULTS already has as done.")
+@click.option("--dry-run", is_flag=True, help="Validate every line, send nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no invalid-line list.")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the summary here as JSON.",
+)
+def run(
+    edits: Path,
+    results: Path | None,
+    sdkappid: int | None,
+    admin: str,
+    secret_key_file: Path | None,
+    region: str | None,
+    base_url: str | None,
+    rate: float,
+    concurrency: int,
+    max_attempts: int,
+    timeout: float,
+    breaker: int,
+    grace: float,
+    resume: bool,
+    dry_run: bool,
+    quiet: bool,
+    summary_json: Path | None,
+) -> None:
+    """Apply the edits in EDITS (JSONL, or - for stdin) with modify_c2c_msg.
+
+    Each line is a modify_c2c_msg body: From_Account, To_Account, MsgKey, and MsgBody and/or
+    CloudCustomData. Invalid lines are reported with their line number and never sent.
+
+    \b
+    Exit status:
+      0    every line ok
+      1    some line failed or was invalid
+      2    usage or configuration error (nothing sent)
+      3    run aborted: fatal auth/permission/app error, or the circuit breaker
+      130  interrupted (after letting in-flight edits finish)
+    """
+    try:
+        if results is None and not dry_run:
+            raise ConfigError("--results is required (unless --dry-run)")
+        if resume and results is None:
+            raise ConfigError("--resume needs --results")
+        endpoint, sig = "", None
+        if not dry_run:
+            endpoint = resolve_endpoint(region, base_url)
+            sig = _sig_source(sdkappid, admin, secret_key_file)
+        config = RunConfig(
+            endpoint=endpoint,
+            sig=sig,
+            results=results,
+            rate=rate or None,
+            concurrency=concurrency,
+            policy=RetryPolicy(max_attempts=max_attempts),
+            timeout=timeout,
+            resume=resume,
+            dry_run=dry_run,
+            breaker=breaker,
+            grace=grace,
+        )
+        source = sys.stdin.buffer if str(edits) == "-" else _open(edits)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    live = sys.stderr.isatty()
+    total = None
+    if live and source is not sys.stdin.buffer and stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+        total = count_lines(str(edits))
+    observer = ConsoleObserver(sys.stderr, total, live=live, quiet=quiet)
+    try:
+        with source:
+            summary = asyncio.run(_run_with_signals(source, config, observer))
+    except BatchEditError as exc:
+        raise ConfigProblem(str(exc)) from None
+    observer.finish()
+    click.echo(summary.render(), err=True)
+    if results is not None and not dry_run:
+        click.echo(f"  results: {results}", err=True)
+    if summary_json is not None:
+        summary_json.write_bytes(orjson.dumps(summary.as_json(), option=orjson.OPT_INDENT_2))
+    sys.exit(exit_code_for(summary))
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

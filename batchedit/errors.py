@@ -147,3 +147,36 @@ class ApiError(BatchEditError):
         self.info = info
         shown = "no answer" if code is None else f"ErrorCode {code}"
         super().__init__(f"{api}: {shown}: {info}")
+
+
+FATAL_HINTS: Final[Mapping[int, str]] = {
+    20002: "the UserSig is invalid: check TIM_SDKAPPID, TIM_ADMIN and the secret key",
+    60004: "identifier or UserSig wrong: check TIM_ADMIN and the secret key",
+    60005: "identifier or UserSig wrong: check TIM_ADMIN and the secret key",
+    60006: "the SDKAppID is invalid: check TIM_SDKAPPID and the region",
+    60010: "the identifier is not an App admin: set TIM_ADMIN to an admin account (console)",
+    60016: "the SDKAppID is disabled",
+    60017: "requests are disabled for this app",
+    60020: "the Pro package has expired or is not active yet",
+    60021: "this machine's IP is not allowed: check the console's IP allowlist",
+    70001: "the UserSig stays expired after a fresh one: check this machine's clock",
+    70002: "the UserSig is empty",
+    70003: "the UserSig cannot be parsed: it may be truncated (check TIM_USERSIG)",
+    70005: "the UserSig is invalid",
+    70009: "the UserSig does not verify: the secret key belongs to another app",
+    70013: "the UserSig was made for another identifier than TIM_ADMIN",
+    70014: "the UserSig was made for another SDKAppID than TIM_SDKAPPID",
+    70016: "no key for this SDKAppID here: check the SDKAppID against the region",
+    70020: "SDKAppID not found here: check the SDKAppID against the region",
+    70050: "locked after too many failed UserSig checks: fix the key, wait a minute",
+    70052: "the UserSig was invalidated and could not be renewed (TIM_USERSIG is fixed)",
+    70403: "the identifier is not an App admin: set TIM_ADMIN to an admin account (console)",
+    90009: "the identifier is not an App admin: set TIM_ADMIN to an admin account (console)",
+}
+"""What to fix when a code stops the run."""
+
+
+def fatal_reason(code: int | None, info: str) -> str:
+    """The message shown when ``code`` stops the run: the code, the server's words, the fix."""
+    hint = FATAL_HINTS.get(code or 0, "see the ErrorCode in the Tencent IM error code list")
+    return f"ErrorCode {code} ({info}): {hint}"

@@ -14,7 +14,6 @@ from batchedit import ImClient, Secret, SigSource
 from batchedit.emulator import Emulator, EmulatorConfig, Faults
 from tests.helpers import ADMIN, SDKAPPID, SECRET
 
-
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
@@ -60,15 +59,17 @@ async def open_client() -> AsyncIterator[ClientFactory]:
             identifier: str = ADMIN,
             sdkappid: int = SDKAPPID,
             usersig: str | None = None,
-            timeout: float = 5.0,
+            attempt_timeout: float = 5.0,
+            max_connections: int = 32,
         ) -> ImClient:
             sig = (
                 SigSource(sdkappid, identifier, fixed_usersig=Secret(usersig))
                 if usersig is not None
                 else SigSource(sdkappid, identifier, secret_key=Secret(key))
             )
-            client = ImClient(running.url, sig, timeout=timeout)
+            client = ImClient(
+                running.url, sig, timeout=attempt_timeout, max_connections=max_connections
+            )
             return await stack.enter_async_context(client)
 
         yield open_
-

@@ -73,10 +73,14 @@ SIG = usersig.generate(1400000000, "k", "admin", 100, now=T0)
 def test_every_verdict() -> None:
     """Each way a sig can be wrong gives its own verdict, with the server's code."""
 
-    def check(sig: str, **kw: object) -> SigVerdict:
-        args: dict[str, object] = {"sdkappid": 1400000000, "key": "k", "identifier": "admin"}
-        args.update(kw)
-        return usersig.verify(sig, now=int(args.pop("now", T0)), **args)  # type: ignore[arg-type]
+    def check(
+        sig: str,
+        sdkappid: int = 1400000000,
+        key: str = "k",
+        identifier: str = "admin",
+        now: int = T0,
+    ) -> SigVerdict:
+        return usersig.verify(sig, sdkappid, key, identifier, now=now)
 
     assert check(SIG) is SigVerdict.OK
     assert check(SIG, now=T0 + 100) is SigVerdict.OK
