@@ -83,21 +83,32 @@ class AdaptiveLimiter:
             grants.popleft()
         earliest = self._last + 1.0 / rate
         if len(grants) >= cap:
-            earliest = max(earliest, grants[-cap] + self.window)
+            # The nanosecond keeps float rounding from landing a grant an ulp inside the window.
+            earliest = max(earliest, grants[-cap] + self.window + 1e-9)
         return earliest
+
+    def reserve(self, now: float) -> float:
+        """Grant at ``now`` and return 0, or return the seconds to wait before asking again."""
+        earliest = self._earliest(now)
+        if earliest > now:
+            return earliest - now
+        self._grants.append(now)
+        # Pace from the slot the grant was due, not from when the waiter woke up: the loop wakes
+        # a little late every time, and pacing from the wake-up would lose that at every grant.
+        # The window check above uses the real grant times, so this cannot overrun the limit.
+        slot = self._last + 1.0 / self.rate(now)
+        self._last = slot if now - slot < 1.0 / self.rate(now) else now
+        return 0.0
 
     async def acquire(self) -> float:
         """Wait for a grant (first come, first served); return its time on the limiter's clock."""
         async with self._lock:
             while True:
                 now = self._clock()
-                earliest = self._earliest(now)
-                if earliest <= now:
-                    break
-                await asyncio.sleep(earliest - now)
-            self._grants.append(now)
-            self._last = now
-            return now
+                wait = self.reserve(now)
+                if not wait:
+                    return now
+                await asyncio.sleep(wait)
 
     def throttled(self, granted_at: float) -> None:
         """The server refused a request granted at ``granted_at`` for its rate: slow down.
