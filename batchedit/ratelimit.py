@@ -35,7 +35,7 @@ class RateStats:
 class AdaptiveLimiter:
     """Grants requests at up to ``rate`` per second.
 
-    ``window`` is seconds (default 1.005); ``cut`` is the factor applied on a throttle signal
+    ``window`` is seconds (default 1.004); ``cut`` is the factor applied on a throttle signal
     (default 0.7); ``recovery`` is the share of the target regained per second afterwards
     (default 0.1); the rate never drops below ``floor`` (default a twentieth of the target, at
     least 1 request per second). ``clock`` is for tests; create the limiter inside the running
@@ -46,7 +46,7 @@ class AdaptiveLimiter:
         self,
         rate: float,
         *,
-        window: float = 1.005,
+        window: float = 1.004,
         cut: float = 0.7,
         recovery: float = 0.1,
         floor: float | None = None,

@@ -51,7 +51,7 @@ class RunConfig:
     dry_run: bool = False
     breaker: int = 50
     grace: float = 10.0
-    window: float = 1.005
+    window: float = 1.004
 
 
 class Observer(Protocol):

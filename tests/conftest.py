@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -73,3 +80,65 @@ async def open_client() -> AsyncIterator[ClientFactory]:
             return await stack.enter_async_context(client)
 
         yield open_
+
+
+@dataclass
+class EmulatorProcess:
+    """``batchedit emulator`` running as a subprocess on 127.0.0.1."""
+
+    process: subprocess.Popen[str]
+    url: str
+    state: Path
+
+    def get(self, path: str) -> Any:
+        """GET a control endpoint, parsed from JSON."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:  # noqa: S310 - loopback only
+            return orjson.loads(response.read())
+
+    def stop(self) -> bytes:
+        """SIGTERM (the emulator saves its state on the way out); return the saved state."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=20)
+        return self.state.read_bytes()
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
+    """Start ``batchedit emulator`` in a subprocess; extra CLI arguments may be given."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, state: Path | None = None) -> EmulatorProcess:
+        state = state or tmp_path / "emulator-state.jsonl"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batchedit", "emulator", "--port", "0",
+             "--state", str(state), "--secret-key-file", str(secret_file(tmp_path)), *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        started.append(process)
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("emulator listening on "), line
+        return EmulatorProcess(process, line.split()[-1], state)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def secret_file(directory: Path) -> Path:
+    """A file holding the test secret key."""
+    path = directory / "secret.key"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+def cli_env(url: str) -> dict[str, str]:
+    """Environment for ``batchedit run`` against an emulator at ``url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
+    env.update({"TIM_SDKAPPID": str(SDKAPPID), "TIM_BASE_URL": url, "TIM_SECRET_KEY": SECRET})
+    return env

@@ -38,10 +38,10 @@ def test_never_more_than_rate_in_any_second(rate: float) -> None:
 
 
 def test_margin_absorbs_arrival_jitter() -> None:
-    """With the default 5 ms margin, grants shifted by up to 5 ms still fit the server's window."""
+    """With the default 4 ms margin, grants shifted by up to 4 ms still fit the server's window."""
     limiter = AdaptiveLimiter(200)
     times = _grant_times(limiter, 2000)
-    jittered = sorted(t + (0.005 if i % 200 == 0 else 0.0) for i, t in enumerate(times))
+    jittered = sorted(t + (0.004 if i % 200 == 0 else 0.0) for i, t in enumerate(times))
     assert _max_in_window(jittered) <= 200
 
 

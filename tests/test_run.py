@@ -276,23 +276,6 @@ async def test_interrupt_then_resume_gives_every_line_one_outcome(
 
 
 @pytest.mark.slow
-async def test_rate_compliance_at_100_per_second(
-    start_emulator: EmulatorFactory, tmp_path: Path
-) -> None:
-    """--rate 100 over 2,000 edits: the server never sees more than 100 in any second, and the
-    run sustains at least 99 % of the rate."""
-    running = await start_emulator(faults=Faults(latency_ms=(1, 10)))
-    path = write_edits(
-        tmp_path / "e.jsonl", _ccd_edits(seed_messages(running.emulator.store, 2000))
-    )
-    summary = await _run(running, path, tmp_path / "r.jsonl", rate=100.0, concurrency=32)
-    stats = running.emulator.traffic.of("openim/modify_c2c_msg")
-    assert stats.max_window_arrivals <= 100
-    assert summary.achieved_rate >= 99.0
-    assert summary.all_ok
-
-
-@pytest.mark.slow
 async def test_throttle_storm_adapts_the_rate(
     start_emulator: EmulatorFactory, tmp_path: Path
 ) -> None:

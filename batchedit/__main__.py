@@ -1,0 +1,5 @@
+"""``python -m batchedit``: the same as the ``batchedit`` command."""
+
+from batchedit.cli import main
+
+main()

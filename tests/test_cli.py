@@ -1,0 +1,212 @@
+"""The command line: exit codes, exact messages, and runs in subprocesses that get killed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from batchedit import usersig
+from batchedit.cli import main
+from batchedit.emulator import Store
+from tests.conftest import EmulatorProcess, cli_env
+from tests.helpers import (
+    SECRET,
+    expected_state,
+    read_results,
+    seed_messages,
+    text_body,
+    write_edits,
+)
+
+CORPUS = Path(__file__).parent / "data" / "bad_input.jsonl"
+StartEmulator = Callable[..., EmulatorProcess]
+
+
+def _runner() -> CliRunner:
+    return CliRunner(env={"TIM_SECRET_KEY": None, "TIM_SDKAPPID": None, "TIM_USERSIG": None,
+                          "TIM_BASE_URL": None, "TIM_REGION": None})  # fmt: skip
+
+
+def test_help_explains_the_exit_codes() -> None:
+    """`run --help` documents every exit status a script may see."""
+    result = _runner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    expected = (
+        "0    every line ok",
+        "1    some line failed or was invalid",
+        "2    usage or configuration error",
+        "3    run aborted",
+        "130  interrupted",
+    )
+    for line in expected:
+        assert line in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "Error: --results is required (unless --dry-run)\n"),
+        (["--results", "r.jsonl"], {}, "Error: no endpoint: set TIM_REGION (or --region) or "
+         "TIM_BASE_URL (or --base-url)\n"),
+        (["--results", "r.jsonl", "--region", "mars"], {},
+         "Error: unknown region 'mars'; known: china, singapore, seoul, tokyo, frankfurt, "
+         "mumbai, silicon-valley, jakarta\n"),
+        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"], {},
+         "Error: no SDKAppID: set TIM_SDKAPPID or pass --sdkappid\n"),
+        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"], {"TIM_SDKAPPID": "1"},
+         "Error: no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set "
+         "TIM_USERSIG\n"),
+        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9", "--secret-key-file",
+          "missing.key"], {"TIM_SDKAPPID": "1"},
+         "Error: cannot read the secret key file: No such file or directory\n"),
+    ],
+)  # fmt: skip
+def test_configuration_errors_exit_2_with_a_hint(
+    args: list[str], env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    """A missing or wrong setting exits 2 and says what to set; nothing is sent."""
+    edits = write_edits(tmp_path / "e.jsonl", [])
+    result = _runner().invoke(main, ["run", str(edits), *args], env=env)
+    assert (result.exit_code, result.output) == (2, message)
+
+
+def test_dry_run_reports_invalid_lines_and_exits_1(tmp_path: Path) -> None:
+    """--dry-run lists each invalid line with its reason, writes no results, exits 1."""
+    result = _runner().invoke(main, ["run", str(CORPUS), "--dry-run"])
+    assert result.exit_code == 1
+    assert "invalid: line 3: Msgbody: unknown field (did you mean 'MsgBody'?)" in result.output
+    assert "invalid: line 18: longer than 65536 bytes, not read" in result.output
+    assert "dry run: nothing sent" in result.output
+    assert "outcomes: ok 5, failed 0, invalid 17" in result.output
+
+
+def _seed_state(tmp_path: Path, count: int) -> tuple[Path, list[dict[str, str]]]:
+    store = Store()
+    store.import_account("administrator")
+    targets = seed_messages(store, count)
+    path = tmp_path / "seed.jsonl"
+    store.save(path)
+    return path, targets
+
+
+def _edits_with_repeats(targets: list[dict[str, str]]) -> list[dict[str, Any]]:
+    edits: list[dict[str, Any]] = []
+    for i, target in enumerate(targets):
+        edits.append({**target, "MsgBody": text_body(f"edit {i}")})
+        if i % 10 == 0:
+            edits.append({**targets[i // 2], "CloudCustomData": f"later {i}"})
+    return edits
+
+
+def _run_cli(edits: Path, results: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchedit", "run", str(edits), "--results", str(results),
+         "--quiet", *extra],
+        env=cli_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _wait_for_lines(results: Path, count: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the run did not get far enough before the deadline")
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_killed_then_resumed_every_line_once_and_state_exact(
+    how: signal.Signals, tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    """Killed (SIGKILL) or interrupted (SIGINT) midway, then --resume: every line has one final
+    outcome, and the server's state equals the edits applied in file order."""
+    state, targets = _seed_state(tmp_path, 1200)
+    edits = _edits_with_repeats(targets)
+    expected = expected_state(Store.load(state.read_bytes().splitlines()), edits)
+    emulator = emulator_process("--latency-ms", "2-15", "--transient-rate", "0.05", state=state)
+    path = write_edits(tmp_path / "edits.jsonl", edits)
+    results = tmp_path / "results.jsonl"
+    first = _run_cli(path, results, emulator.url, "--rate", "400")
+    _wait_for_lines(results, 300, first)
+    first.send_signal(how)
+    _, stderr = first.communicate(timeout=60)
+    if how is signal.SIGINT:
+        assert first.returncode == 130
+        assert b"STOPPED (interrupted)" in stderr
+    else:
+        assert first.returncode == -signal.SIGKILL
+    done_before = len(read_results(results))
+    assert done_before < len(edits)
+    second = _run_cli(path, results, emulator.url, "--rate", "400", "--resume")
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr.decode()
+    final = read_results(results)
+    assert sorted(final) == list(range(1, len(edits) + 1))
+    assert {row["outcome"] for row in final.values()} == {"ok"}
+    assert emulator.stop() == expected
+
+
+@pytest.mark.slow
+def test_rate_compliance_as_the_server_sees_it(
+    tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    """--rate 100 over 2,000 edits: no sliding second at the server holds more than 100
+    arrivals, and the run sustains at least 99 % of the rate."""
+    state, targets = _seed_state(tmp_path, 2000)
+    emulator = emulator_process("--latency-ms", "1-10", state=state)
+    edits = [{**t, "CloudCustomData": "x"} for t in targets]
+    path = write_edits(tmp_path / "edits.jsonl", edits)
+    summary_path = tmp_path / "summary.json"
+    process = _run_cli(path, tmp_path / "r.jsonl", emulator.url, "--rate", "100",
+                       "--summary-json", str(summary_path))  # fmt: skip
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    summary = orjson.loads(summary_path.read_bytes())
+    stats = emulator.get("/__emulator/stats")["openim/modify_c2c_msg"]
+    assert stats["max_window_arrivals"] <= 100
+    assert stats["arrivals"] == 2000
+    assert summary["achieved_rate"] >= 99.0
+
+
+def test_secrets_never_reach_results_or_output(
+    tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    """Neither the secret key nor the UserSig appears in results, stdout, stderr or summary."""
+    state, targets = _seed_state(tmp_path, 30)
+    emulator = emulator_process("--drop-rate", "0.3", "--http-502-rate", "0.2", state=state)
+    path = write_edits(tmp_path / "edits.jsonl", [{**t, "CloudCustomData": "s"} for t in targets])
+    sig = usersig.generate(1400000000, SECRET, "administrator")
+    env = cli_env(emulator.url)
+    del env["TIM_SECRET_KEY"]
+    env["TIM_USERSIG"] = sig
+    summary = tmp_path / "s.json"
+    process = subprocess.run(
+        [sys.executable, "-m", "batchedit", "run", str(path), "--results",
+         str(tmp_path / "r.jsonl"), "--summary-json", str(summary), "--max-attempts", "2"],
+        env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    everything = (
+        process.stdout + process.stderr + (tmp_path / "r.jsonl").read_bytes() + summary.read_bytes()
+    )
+    assert sig.encode() not in everything
+    assert SECRET.encode() not in everything
+    assert b"usersig=" not in everything.replace(b"usersig=<redacted>", b"")
+
+
+def test_emulator_needs_a_secret() -> None:
+    """The emulator refuses to start without a secret key, and says how to give one."""
+    result = _runner().invoke(main, ["emulator", "--port", "0"])
+    assert result.exit_code == 1
+    assert result.output == "Error: no secret key: set TIM_SECRET_KEY or pass --secret-key-file\n"
