@@ -234,8 +234,9 @@ async def _run_with_signals(
         nonlocal presses
         presses += 1
         if presses == 1:
-            click.echo("\nstopping: letting in-flight edits finish (Ctrl-C again to cancel them)",
-                       err=True)  # fmt: skip
+            click.echo(
+                "\nstopping: letting in-flight edits finish (Ctrl-C again to cancel them)", err=True
+            )
             control.interrupt()
         else:
             control.cancel_now()
@@ -282,25 +283,40 @@ async def _run_with_signals(
     "limit).",
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
     help="Requests in flight at most.",
-)  # fmt: skip
+)
 @click.option(
-    "--max-attempts", type=click.IntRange(min=1), default=6, show_default=True,
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
     help="Attempts per edit for transient errors.",
-)  # fmt: skip
+)
 @click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
     help="Seconds per HTTP attempt.",
-)  # fmt: skip
+)
 @click.option(
-    "--breaker", type=click.IntRange(min=0), default=50, show_default=True,
+    "--breaker",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
     help="Stop after this many consecutive failures with one ErrorCode (0: never).",
-)  # fmt: skip
+)
 @click.option(
-    "--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
     help="Seconds in-flight edits may take to finish after Ctrl-C.",
-)  # fmt: skip
+)
 @click.option("--resume", is_flag=True, help="Skip lines RESULTS already has as done.")
 @click.option("--dry-run", is_flag=True, help="Validate every line, send nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no invalid-line list.")

@@ -161,18 +161,22 @@ async def run_batch(
                 )
 
         if observer is not None:
-            stack.push_async_callback(_cancel, asyncio.create_task(
-                _tick(observer, summary, limiter, state)
-            ))  # fmt: skip
+            stack.push_async_callback(
+                _cancel, asyncio.create_task(_tick(observer, summary, limiter, state))
+            )
         try:
             sig = config.sig
             if sig is None:
                 await _feed(source, config, None, record, index, summary, state)
             else:
                 client = await stack.enter_async_context(
-                    ImClient(config.endpoint, sig, timeout=config.timeout,
-                             max_connections=config.concurrency)
-                )  # fmt: skip
+                    ImClient(
+                        config.endpoint,
+                        sig,
+                        timeout=config.timeout,
+                        max_connections=config.concurrency,
+                    )
+                )
                 sender = Sender(
                     client, limiter, config.policy, state, SigGuard(sig), summary.sent_at
                 )

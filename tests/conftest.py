@@ -110,11 +110,22 @@ def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]
     def start(*args: str, state: Path | None = None) -> EmulatorProcess:
         state = state or tmp_path / "emulator-state.jsonl"
         process = subprocess.Popen(
-            [sys.executable, "-m", "batchedit", "emulator", "--port", "0",
-             "--state", str(state), "--secret-key-file", str(secret_file(tmp_path)), *args],
+            [
+                sys.executable,
+                "-m",
+                "batchedit",
+                "emulator",
+                "--port",
+                "0",
+                "--state",
+                str(state),
+                "--secret-key-file",
+                str(secret_file(tmp_path)),
+                *args,
+            ],
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         started.append(process)
         assert process.stderr is not None
         line = process.stderr.readline()

@@ -32,8 +32,15 @@ StartEmulator = Callable[..., EmulatorProcess]
 
 
 def _runner() -> CliRunner:
-    return CliRunner(env={"TIM_SECRET_KEY": None, "TIM_SDKAPPID": None, "TIM_USERSIG": None,
-                          "TIM_BASE_URL": None, "TIM_REGION": None})  # fmt: skip
+    return CliRunner(
+        env={
+            "TIM_SECRET_KEY": None,
+            "TIM_SDKAPPID": None,
+            "TIM_USERSIG": None,
+            "TIM_BASE_URL": None,
+            "TIM_REGION": None,
+        }
+    )
 
 
 def test_help_explains_the_exit_codes() -> None:
@@ -55,21 +62,42 @@ def test_help_explains_the_exit_codes() -> None:
     ("args", "env", "message"),
     [
         ([], {}, "Error: --results is required (unless --dry-run)\n"),
-        (["--results", "r.jsonl"], {}, "Error: no endpoint: set TIM_REGION (or --region) or "
-         "TIM_BASE_URL (or --base-url)\n"),
-        (["--results", "r.jsonl", "--region", "mars"], {},
-         "Error: unknown region 'mars'; known: china, singapore, seoul, tokyo, frankfurt, "
-         "mumbai, silicon-valley, jakarta\n"),
-        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"], {},
-         "Error: no SDKAppID: set TIM_SDKAPPID or pass --sdkappid\n"),
-        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"], {"TIM_SDKAPPID": "1"},
-         "Error: no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set "
-         "TIM_USERSIG\n"),
-        (["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9", "--secret-key-file",
-          "missing.key"], {"TIM_SDKAPPID": "1"},
-         "Error: cannot read the secret key file: No such file or directory\n"),
+        (
+            ["--results", "r.jsonl"],
+            {},
+            "Error: no endpoint: set TIM_REGION (or --region) or TIM_BASE_URL (or --base-url)\n",
+        ),
+        (
+            ["--results", "r.jsonl", "--region", "mars"],
+            {},
+            "Error: unknown region 'mars'; known: china, singapore, seoul, tokyo, frankfurt, "
+            "mumbai, silicon-valley, jakarta\n",
+        ),
+        (
+            ["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"],
+            {},
+            "Error: no SDKAppID: set TIM_SDKAPPID or pass --sdkappid\n",
+        ),
+        (
+            ["--results", "r.jsonl", "--base-url", "http://127.0.0.1:9"],
+            {"TIM_SDKAPPID": "1"},
+            "Error: no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set "
+            "TIM_USERSIG\n",
+        ),
+        (
+            [
+                "--results",
+                "r.jsonl",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--secret-key-file",
+                "missing.key",
+            ],
+            {"TIM_SDKAPPID": "1"},
+            "Error: cannot read the secret key file: No such file or directory\n",
+        ),
     ],
-)  # fmt: skip
+)
 def test_configuration_errors_exit_2_with_a_hint(
     args: list[str], env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
@@ -109,12 +137,21 @@ def _edits_with_repeats(targets: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 def _run_cli(edits: Path, results: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "batchedit", "run", str(edits), "--results", str(results),
-         "--quiet", *extra],
+        [
+            sys.executable,
+            "-m",
+            "batchedit",
+            "run",
+            str(edits),
+            "--results",
+            str(results),
+            "--quiet",
+            *extra,
+        ],
         env=cli_env(url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
 
 
 def _wait_for_lines(results: Path, count: int, process: subprocess.Popen[bytes]) -> None:
@@ -169,8 +206,15 @@ def test_rate_compliance_as_the_server_sees_it(
     edits = [{**t, "CloudCustomData": "x"} for t in targets]
     path = write_edits(tmp_path / "edits.jsonl", edits)
     summary_path = tmp_path / "summary.json"
-    process = _run_cli(path, tmp_path / "r.jsonl", emulator.url, "--rate", "100",
-                       "--summary-json", str(summary_path))  # fmt: skip
+    process = _run_cli(
+        path,
+        tmp_path / "r.jsonl",
+        emulator.url,
+        "--rate",
+        "100",
+        "--summary-json",
+        str(summary_path),
+    )
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr.decode()
     summary = orjson.loads(summary_path.read_bytes())
@@ -193,10 +237,24 @@ def test_secrets_never_reach_results_or_output(
     env["TIM_USERSIG"] = sig
     summary = tmp_path / "s.json"
     process = subprocess.run(
-        [sys.executable, "-m", "batchedit", "run", str(path), "--results",
-         str(tmp_path / "r.jsonl"), "--summary-json", str(summary), "--max-attempts", "2"],
-        env=env, capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "batchedit",
+            "run",
+            str(path),
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            "--summary-json",
+            str(summary),
+            "--max-attempts",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     everything = (
         process.stdout + process.stderr + (tmp_path / "r.jsonl").read_bytes() + summary.read_bytes()
     )

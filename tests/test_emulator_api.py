@@ -98,8 +98,12 @@ async def test_non_admin_and_oversized_and_unparsable(
     carol = await open_client(running, identifier="carol")
     assert (await carol.modify_c2c_msg({"MsgKey": key})).code == 90009
     assert (await carol.account_import("dave")).code == 70403
-    huge = {"From_Account": "alice", "To_Account": "bob", "MsgKey": key,
-            "MsgBody": text_body("x" * 9000)}  # fmt: skip
+    huge = {
+        "From_Account": "alice",
+        "To_Account": "bob",
+        "MsgKey": key,
+        "MsgBody": text_body("x" * 9000),
+    }
     assert (await client.modify_c2c_msg(huge)).code == 93000
     assert (await client.call_raw("openim/modify_c2c_msg", b"{not json")).code == 90001
     assert (await client.call_raw("openim/modify_c2c_msg", b"")).code == 90001

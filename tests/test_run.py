@@ -234,8 +234,9 @@ async def test_resume_keeps_file_order_for_a_message(
     running.emulator.faults.update({"key_codes": {}})
     summary = await _run(running, path, results, resume=True)
     assert (summary.skipped, summary.statuses["ok"]) == (0, 2)
-    message = running.emulator.store.find(target["From_Account"], target["To_Account"],
-                                          target["MsgKey"])  # fmt: skip
+    message = running.emulator.store.find(
+        target["From_Account"], target["To_Account"], target["MsgKey"]
+    )
     assert message is not None
     assert message.cloud_custom_data == "second"
 
@@ -262,9 +263,14 @@ async def test_interrupt_then_resume_gives_every_line_one_outcome(
     results = tmp_path / "results.jsonl"
     control = RunControl()
     first = await _run(
-        running, path, results, control=control, observer=_InterruptAfter(100, control),
-        concurrency=8, grace=5.0,
-    )  # fmt: skip
+        running,
+        path,
+        results,
+        control=control,
+        observer=_InterruptAfter(100, control),
+        concurrency=8,
+        grace=5.0,
+    )
     assert first.stopped == "interrupted"
     assert 0 < first.total < 400
     second = await _run(running, path, results, resume=True)
