@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import random
 
 import pytest
 
@@ -45,27 +46,44 @@ def test_margin_absorbs_arrival_jitter() -> None:
     assert _max_in_window(jittered) <= 200
 
 
+def test_late_wakeups_cost_little_and_never_overrun() -> None:
+    """Waking up to 1 ms late at every wait (as epoll does): still at least 99.4 % of the rate,
+    and no window of 1.004 s holds more than the rate."""
+    rng = random.Random(5)
+    limiter = AdaptiveLimiter(200)
+    now = 0.0
+    times: list[float] = []
+    while len(times) < 12_000:
+        wait = limiter.reserve(now)
+        if wait:
+            now += wait + rng.uniform(0, 0.001)
+        else:
+            times.append(now)
+    assert (len(times) - 1) / (times[-1] - times[0]) >= 0.994 * 200
+    assert _max_in_window(times, 1.004) <= 200
+
+
 def test_sustains_the_rate() -> None:
     """Grants are paced 1/rate apart and the long-run rate stays within 0.5 % of the target."""
     limiter = AdaptiveLimiter(200)
     times = _grant_times(limiter, 12_000)
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved >= 0.995 * 200
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) == pytest.approx(1 / 200)
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    assert gaps[len(gaps) // 2] == pytest.approx(1.004 / 200)
 
 
 def test_throttle_cuts_then_recovers() -> None:
-    """A throttle signal cuts the rate by 30 %; it climbs back 10 % of the target per second."""
+    """A throttle signal cuts the rate by 10 %; it climbs back 10 % of the target per second."""
     now = [10.0]
     limiter = AdaptiveLimiter(100, clock=lambda: now[0])
     limiter.throttled(granted_at=9.9)
-    assert limiter.rate(10.0) == pytest.approx(70)
-    assert limiter.rate(11.0) == pytest.approx(80)
+    assert limiter.rate(10.0) == pytest.approx(90)
+    assert limiter.rate(10.5) == pytest.approx(95)
     assert limiter.rate(20.0) == pytest.approx(100)
     stats = limiter.stats()
     assert (stats.throttled, stats.cuts) == (1, 1)
-    assert stats.lowest == pytest.approx(70)
+    assert stats.lowest == pytest.approx(90)
 
 
 def test_answers_to_requests_from_before_a_cut_do_not_cut_again() -> None:

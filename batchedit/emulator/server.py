@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ async def serve(
     ``announce`` receives one line, ``emulator listening on http://HOST:PORT``, once the socket is
     bound, so a parent process can read the port.
     """
+    # Everything loaded so far lives as long as the server: keep it out of the cyclic GC, whose
+    # full passes over a large store would stall request handling for milliseconds at a time.
+    gc.freeze()
     runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
