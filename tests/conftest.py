@@ -16,10 +16,15 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, settings
 
 from batchedit import ImClient, Secret, SigSource
 from batchedit.emulator import Emulator, EmulatorConfig, Faults
 from tests.helpers import ADMIN, SDKAPPID, SECRET
+
+# Property tests check behaviour, not speed: a busy machine (CI on 2 cores) must not fail them.
+settings.register_profile("batchedit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("batchedit")
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
