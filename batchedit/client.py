@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -58,6 +58,35 @@ def resolve_endpoint(region: str | None = None, base_url: str | None = None) -> 
             raise ConfigError(f"unknown region {region!r}; known: {', '.join(REGIONS)}")
         return f"https://{host}"
     raise ConfigError("no endpoint: set TIM_REGION (or --region) or TIM_BASE_URL (or --base-url)")
+
+
+ROAM: Final = "openim/admin_getroammsg"
+MODIFY: Final = "openim/modify_c2c_msg"
+
+Caller = Callable[[str, Mapping[str, Any]], Awaitable["Reply"]]
+"""Anything that sends a body to an API and returns the answer: ``ImClient.call``, or a wrapper
+that adds rate limiting and retries."""
+
+
+def roam_query(
+    operator: str,
+    peer: str,
+    min_time: int,
+    max_time: int,
+    max_cnt: int = 100,
+    last_msg_key: str | None = None,
+) -> dict[str, Any]:
+    """The ``admin_getroammsg`` request body (spec section 3, current field names)."""
+    body: dict[str, Any] = {
+        "Operator_Account": operator,
+        "Peer_Account": peer,
+        "MaxCnt": max_cnt,
+        "MinTime": min_time,
+        "MaxTime": max_time,
+    }
+    if last_msg_key is not None:
+        body["LastMsgKey"] = last_msg_key
+    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +247,7 @@ class ImClient:
 
     async def modify_c2c_msg(self, edit: Mapping[str, Any]) -> Reply:
         """``openim/modify_c2c_msg``: overwrite MsgBody and/or CloudCustomData (section 2)."""
-        return await self.call("openim/modify_c2c_msg", edit)
+        return await self.call(MODIFY, edit)
 
     async def admin_getroammsg(
         self,
@@ -230,16 +259,8 @@ class ImClient:
         last_msg_key: str | None = None,
     ) -> Reply:
         """``openim/admin_getroammsg``: one page of a conversation's history (section 3)."""
-        body: dict[str, Any] = {
-            "Operator_Account": operator,
-            "Peer_Account": peer,
-            "MaxCnt": max_cnt,
-            "MinTime": min_time,
-            "MaxTime": max_time,
-        }
-        if last_msg_key is not None:
-            body["LastMsgKey"] = last_msg_key
-        return await self.call("openim/admin_getroammsg", body)
+        body = roam_query(operator, peer, min_time, max_time, max_cnt, last_msg_key)
+        return await self.call(ROAM, body)
 
     async def sendmsg(
         self,

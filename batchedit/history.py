@@ -1,48 +1,86 @@
-"""Paging through a conversation's history with ``admin_getroammsg`` (spec section 3)."""
+"""Reading history with ``admin_getroammsg`` (spec section 3): paging, and finding one message."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
 
-from batchedit.client import ImClient, Reply, RoamMessage
+from batchedit.client import ROAM, Caller, RoamMessage, roam_query
 from batchedit.errors import ApiError
 
-PageFetcher = Callable[[str | None, int], Awaitable[Reply]]
-"""Fetches one page: given ``LastMsgKey`` (or ``None``) and ``MaxTime``, returns the reply."""
+UINT32_MAX: Final = 2**32 - 1
+PLAUSIBLE_TIMES: Final = (946_684_800, 4_102_444_800)
+"""UNIX seconds of 2000-01-01 and 2100-01-01: the range a MsgKey's time part must fall in."""
 
 
 async def iter_history(
-    client: ImClient,
+    call: Caller,
     operator: str,
     peer: str,
     min_time: int,
     max_time: int,
     *,
     max_cnt: int = 100,
-    fetch: PageFetcher | None = None,
 ) -> AsyncIterator[RoamMessage]:
     """Yield every message of ``operator``'s view of the conversation in ``[min_time, max_time]``.
 
-    Pages come newest first, each page's messages oldest first, as the server sends them. Each
-    follow-up request keeps ``MinTime`` and ``MaxCnt``, sets ``MaxTime`` to the previous page's
-    ``LastMsgTime`` and passes its ``LastMsgKey``, until ``Complete`` is 1. ``fetch`` replaces the
-    plain call (a caller adds rate limiting and retries there). A failed page raises
-    :class:`ApiError`.
+    ``call`` is ``ImClient.call`` or a wrapper of it (rate limit, retries). Pages come newest
+    first, each page's messages oldest first, as the server sends them. Each follow-up request
+    keeps ``MinTime`` and ``MaxCnt``, sets ``MaxTime`` to the previous page's ``LastMsgTime`` and
+    passes its ``LastMsgKey``, until ``Complete`` is 1. A failed page raises :class:`ApiError`.
     """
-
-    async def plain(last_key: str | None, upper: int) -> Reply:
-        return await client.admin_getroammsg(operator, peer, min_time, upper, max_cnt, last_key)
-
-    get_page = fetch or plain
     last_key: str | None = None
     upper = max_time
     while True:
-        reply = await get_page(last_key, upper)
+        reply = await call(ROAM, roam_query(operator, peer, min_time, upper, max_cnt, last_key))
         if not reply.ok:
-            raise ApiError("openim/admin_getroammsg", reply.code, reply.info)
+            raise ApiError(ROAM, reply.code, reply.info)
         for item in reply.data.get("MsgList", []):
             yield RoamMessage.from_json(item)
         if reply.data.get("Complete", 1) == 1 or not reply.data.get("MsgList"):
             return
         upper = int(reply.data["LastMsgTime"])
         last_key = str(reply.data["LastMsgKey"])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    """The three fields of a C2C MsgKey (spec section 3, "MsgKey format")."""
+
+    seq: int
+    random: int
+    time: int
+
+
+def parse_msgkey(key: str) -> KeyParts | None:
+    """``seq_random_time`` as numbers, or ``None`` when the key does not have that shape.
+
+    Each field must be a decimal uint32 and the time plausible (2000 to 2100): the spec's
+    "validated fallback" for recovering a message's second from its key.
+    """
+    fields = key.split("_")
+    if len(fields) != 3 or not all(f.isdigit() and f.isascii() for f in fields):
+        return None
+    seq, rnd, stamp = (int(f) for f in fields)
+    if max(seq, rnd) > UINT32_MAX or not PLAUSIBLE_TIMES[0] <= stamp <= PLAUSIBLE_TIMES[1]:
+        return None
+    return KeyParts(seq, rnd, stamp)
+
+
+async def find_message(call: Caller, sender: str, recipient: str, key: str) -> RoamMessage | None:
+    """The message ``sender`` sent ``recipient`` with MsgKey ``key``, or ``None`` if not found.
+
+    Looks in the second the key names, paging with ``LastMsgKey`` when many messages share it;
+    first in the sender's view, then in the recipient's (a message sent with
+    ``SyncOtherMachine`` 2 is missing from the sender's). Raises ``ValueError`` for a key with
+    no time part and :class:`ApiError` when a page cannot be fetched.
+    """
+    parts = parse_msgkey(key)
+    if parts is None:
+        raise ValueError(f"MsgKey {key!r} is not seq_random_time, so its second is unknown")
+    for operator, peer in ((sender, recipient), (recipient, sender)):
+        async for message in iter_history(call, operator, peer, parts.time, parts.time):
+            if message.msg_key == key and message.from_account == sender:
+                return message
+    return None

@@ -94,6 +94,8 @@ class Summary:
     statuses: Counter[str] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)
     attempts: int = 0
+    reads: int = 0
+    """``admin_getroammsg`` requests made for before-images."""
     sent_records: int = 0
     skipped: int = 0
     elapsed: float = 0.0
@@ -154,6 +156,7 @@ class Summary:
             "skipped_by_resume": self.skipped,
             "attempts": self.attempts,
             "retries": self.retries,
+            "history_reads": self.reads,
             "elapsed_s": round(self.elapsed, 3),
             "achieved_rate": round(self.achieved_rate, 2),
             "latency_ms": {
@@ -194,6 +197,8 @@ class Summary:
             lines.append(
                 f"  latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
             )
+            if self.reads:
+                lines.append(f"  before-images: {self.reads} admin_getroammsg requests")
             if self.rate is not None and self.rate.throttled:
                 lines.append(
                     f"  rate adapted: {self.rate.throttled} throttled replies, "

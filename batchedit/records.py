@@ -11,7 +11,7 @@ import difflib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from typing import IO, Any, Final
 
 import orjson
 
@@ -140,7 +140,7 @@ def _problem(value: dict[str, Any]) -> str | None:
     return None
 
 
-def read_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     """Physical lines with 1-based numbers, line endings (LF or CRLF) and a leading BOM removed.
 
     A line longer than :data:`MAX_LINE_BYTES` is skipped over in chunks and yielded as
@@ -164,7 +164,7 @@ def read_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
         yield number, raw
 
 
-def read_records(stream: BinaryIO) -> Iterator[Item]:
+def read_records(stream: IO[bytes]) -> Iterator[Item]:
     """Every line of ``stream`` as an :class:`EditRecord` or :class:`InvalidRecord`."""
     for number, raw in read_lines(stream):
         if raw is TOO_LONG:

@@ -7,30 +7,30 @@ into a :class:`ResumeIndex` and skips the lines that are already done with the s
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
 from batchedit.errors import ConfigError
-from batchedit.outcomes import Outcome
 
 _DONE = {b"ok": 1, b"invalid": 2}
 
 
-class ResultsWriter:
-    """Appends outcomes to a JSONL file, flushing each one so a crash loses none."""
+class JsonlAppender:
+    """Appends rows to a JSONL file (results log, backup), flushing each so a crash loses none."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
 
-    def __enter__(self) -> ResultsWriter:
+    def __enter__(self) -> JsonlAppender:
         try:
             self._file = self.path.open("ab")
         except OSError as exc:
-            raise ConfigError(f"cannot open results file {self.path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot open {self.path} for appending: {exc.strerror}") from None
         return self
 
     def __exit__(
@@ -43,11 +43,11 @@ class ResultsWriter:
             self._file.close()
             self._file = None
 
-    def write(self, outcome: Outcome) -> None:
-        """Append and flush one outcome."""
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append and flush one row."""
         if self._file is None:
-            raise RuntimeError("ResultsWriter used outside 'with'")
-        self._file.write(orjson.dumps(outcome.as_json()) + b"\n")
+            raise RuntimeError("JsonlAppender used outside 'with'")
+        self._file.write(orjson.dumps(row) + b"\n")
         self._file.flush()
 
 

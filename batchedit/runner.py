@@ -10,23 +10,23 @@ import contextlib
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
 from batchedit.auth import SigSource
-from batchedit.client import ImClient
+from batchedit.backup import BeforeImages
+from batchedit.client import MODIFY, ImClient
 from batchedit.errors import ConfigError
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.records import EditRecord, InvalidRecord, Item, MessageId, read_records
-from batchedit.results import ResultsWriter, ResumeIndex
+from batchedit.results import JsonlAppender, ResumeIndex
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunState, Sender, SigGuard, Track
 
-MODIFY = "openim/modify_c2c_msg"
 _CHUNK = 512
 
 
@@ -52,6 +52,10 @@ class RunConfig:
     breaker: int = 50
     grace: float = 10.0
     window: float = 1.004
+    backup: Path | None = None
+    """Append each message's before-image here before editing it (``run --backup``)."""
+    force: bool = False
+    """With ``backup``: send edits that would change nothing, too."""
 
 
 class Observer(Protocol):
@@ -85,7 +89,7 @@ class RunControl:
         await self._now.wait()
 
 
-def _chunks(stream: BinaryIO) -> Iterator[list[Item]]:
+def _chunks(stream: IO[bytes]) -> Iterator[list[Item]]:
     items = read_records(stream)
     while chunk := list(itertools.islice(items, _CHUNK)):
         yield chunk
@@ -116,7 +120,7 @@ def _outcome_of(item: Item, status: Status, **fields: Any) -> Outcome:
 
 
 async def run_batch(
-    source: BinaryIO,
+    source: IO[bytes],
     config: RunConfig,
     *,
     observer: Observer | None = None,
@@ -130,104 +134,133 @@ async def run_batch(
     and ``Summary.reason``.
     """
     if config.dry_run:
-        config = dataclasses.replace(config, sig=None)
+        config = dataclasses.replace(config, sig=None, backup=None)
     elif config.results is None or config.sig is None:
         raise ConfigError("a real run needs a results file and credentials")
-    control = control or RunControl()
-    state = control.state
-    summary = Summary(dry_run=config.dry_run)
-    index = ResumeIndex.load(config.results) if config.resume and config.results else None
-    limiter = None
-    if config.rate and not config.dry_run:
-        limiter = AdaptiveLimiter(config.rate, window=config.window)
-    breaker = _Breaker(config.breaker)
+    run = _Run(config, observer, control or RunControl())
     started = time.monotonic()
-    async with contextlib.AsyncExitStack() as stack:
-        writer = None
-        if config.results is not None and not config.dry_run:
-            writer = stack.enter_context(ResultsWriter(config.results))
-
-        def record(outcome: Outcome) -> None:
-            if writer is not None:
-                writer.write(outcome)
-            summary.add(outcome)
-            if observer is not None:
-                observer.outcome(outcome)
-            if breaker.add(outcome):
-                state.stop(
-                    "breaker",
-                    f"the last {breaker.limit} edits all failed with ErrorCode {outcome.code} "
-                    f"({outcome.info}); fix the cause, then run again with --resume",
-                )
-
-        if observer is not None:
-            stack.push_async_callback(
-                _cancel, asyncio.create_task(_tick(observer, summary, limiter, state))
-            )
-        try:
-            sig = config.sig
-            if sig is None:
-                await _feed(source, config, None, record, index, summary, state)
-            else:
-                client = await stack.enter_async_context(
-                    ImClient(
-                        config.endpoint,
-                        sig,
-                        timeout=config.timeout,
-                        max_connections=config.concurrency,
-                    )
-                )
-                sender = Sender(
-                    client, limiter, config.policy, state, SigGuard(sig), summary.sent_at
-                )
-                await _edit(source, config, sender, record, index, summary, control)
-        finally:
-            summary.elapsed = time.monotonic() - started
-            summary.rate = limiter.stats() if limiter else None
-            summary.stopped = state.stopped
-            summary.reason = state.reason
+    try:
+        await run.execute(source)
+    finally:
+        summary = run.summary
+        summary.elapsed = time.monotonic() - started
+        summary.rate = run.limiter.stats() if run.limiter else None
+        summary.stopped = run.state.stopped
+        summary.reason = run.state.reason
     return summary
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+class _Run:
+    """One run's moving parts, so the stages need not pass them to each other."""
 
+    def __init__(self, config: RunConfig, observer: Observer | None, control: RunControl) -> None:
+        self.config = config
+        self.observer = observer
+        self.control = control
+        self.state = control.state
+        self.summary = Summary(dry_run=config.dry_run)
+        self.index = ResumeIndex.load(config.results) if config.resume and config.results else None
+        self.limiter = self._limiter() if not config.dry_run else None
+        self._breaker = _Breaker(config.breaker)
+        self._results: JsonlAppender | None = None
+        self._sender: Sender | None = None
+        self._before: BeforeImages | None = None
 
-async def _tick(
-    observer: Observer, summary: Summary, limiter: AdaptiveLimiter | None, state: RunState
-) -> None:
-    while True:
-        observer.tick(summary, limiter.rate() if limiter else None, state.retrying)
-        await asyncio.sleep(0.5)
+    def _limiter(self) -> AdaptiveLimiter | None:
+        rate = self.config.rate
+        return AdaptiveLimiter(rate, window=self.config.window) if rate else None
 
+    def record(self, outcome: Outcome) -> None:
+        """Log, fold and show one final outcome; trip the breaker if it is due."""
+        if self._results is not None:
+            self._results.append(outcome.as_json())
+        self.summary.add(outcome)
+        if self.observer is not None:
+            self.observer.outcome(outcome)
+        if self._breaker.add(outcome):
+            self.state.stop(
+                "breaker",
+                f"the last {self._breaker.limit} edits all failed with ErrorCode {outcome.code} "
+                f"({outcome.info}); fix the cause, then run again with --resume",
+            )
 
-async def _edit(
-    source: BinaryIO,
-    config: RunConfig,
-    sender: Sender,
-    record: Callable[[Outcome], None],
-    index: ResumeIndex | None,
-    summary: Summary,
-    control: RunControl,
-) -> None:
-    state = control.state
+    async def execute(self, source: IO[bytes]) -> None:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            if config.results is not None and not config.dry_run:
+                self._results = stack.enter_context(JsonlAppender(config.results))
+            if self.observer is not None:
+                ticking = asyncio.create_task(self._tick(self.observer))
+                stack.push_async_callback(_cancel, ticking)
+            if config.sig is None:
+                await self._feed(source, None)
+                return
+            client = await stack.enter_async_context(
+                ImClient(
+                    config.endpoint,
+                    config.sig,
+                    timeout=config.timeout,
+                    max_connections=config.concurrency,
+                )
+            )
+            guard = SigGuard(config.sig)
+            self._sender = Sender(
+                client, self.limiter, config.policy, self.state, guard, self.summary.sent_at
+            )
+            if config.backup is not None:
+                log = stack.enter_context(JsonlAppender(config.backup))
+                # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
+                reader = Sender(
+                    client, self._limiter(), config.policy, self.state, guard, self._count_read
+                )
+                self._before = BeforeImages(reader, log, self.state, config.force)
+            await self._edit_all(source)
 
-    async def handle(item: EditRecord) -> None:
+    def _count_read(self, _: float) -> None:
+        self.summary.reads += 1
+
+    async def _tick(self, observer: Observer) -> None:
+        while True:
+            rate = self.limiter.rate() if self.limiter else None
+            observer.tick(self.summary, rate, self.state.retrying)
+            await asyncio.sleep(0.5)
+
+    async def _edit_all(self, source: IO[bytes]) -> None:
+        pool: OrderedPool[EditRecord] = OrderedPool(
+            self._handle, lambda r: r.message, self.config.concurrency
+        )
+        await self._feed(source, pool)
+        if not self.state.stopping:
+            await _first(pool.drain(), self.state.pause(float("inf")))
+        closing = asyncio.create_task(pool.close(self.config.grace))
+        await _first(asyncio.shield(closing), self.control.wait_cancel())
+        if not closing.done():
+            await pool.close(0)
+        await closing
+
+    async def _handle(self, item: EditRecord) -> None:
+        if self._before is not None:
+            skip = await self._before.prepare(item)
+            if skip is not None:
+                if skip.status is not None:
+                    fields = {"code": skip.code, "info": skip.info, "note": skip.note}
+                    self.record(_outcome_of(item, skip.status, **fields))
+                return
+        if self._sender is None:
+            raise RuntimeError("_handle called before the sender exists")
         track = Track()
         try:
-            note = await sender.send(MODIFY, item.body, track)
+            note = await self._sender.send(MODIFY, item.body, track)
         except asyncio.CancelledError:
             if track.attempts:
                 info = "interrupted in flight: the edit may or may not have been applied"
-                record(_outcome_of(item, Status.FAILED, info=info, attempts=track.attempts))
+                self.record(_outcome_of(item, Status.FAILED, info=info, attempts=track.attempts))
             raise
         reply = track.last
         if reply is None:
             return
         status = Status.OK if reply.ok else Status.FAILED
-        record(
+        self.record(
             _outcome_of(
                 item,
                 status,
@@ -239,15 +272,41 @@ async def _edit(
             )
         )
 
-    pool: OrderedPool[EditRecord] = OrderedPool(handle, lambda r: r.message, config.concurrency)
-    await _feed(source, config, pool, record, index, summary, state)
-    if not state.stopping:
-        await _first(pool.drain(), state_wait(state))
-    closing = asyncio.create_task(pool.close(config.grace))
-    await _first(asyncio.shield(closing), control.wait_cancel())
-    if not closing.done():
-        await pool.close(0)
-    await closing
+    async def _feed(self, source: IO[bytes], pool: OrderedPool[EditRecord] | None) -> None:
+        chunks = _chunks(source)
+        index = self.index
+        redo: set[MessageId] = set()
+        while not self.state.stopping:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            for item in chunk:
+                if self.state.stopping:
+                    return
+                message = item.message if isinstance(item, EditRecord) else None
+                # A done line is redone when an earlier line of its message is: the message
+                # must still end with the last edit of the file.
+                if (
+                    index is not None
+                    and index.is_done(item.line, item.digest)
+                    and (message is None or message not in redo)
+                ):
+                    self.summary.skipped += 1
+                    continue
+                if isinstance(item, InvalidRecord):
+                    self.record(_outcome_of(item, Status.INVALID, info=item.reason))
+                elif pool is None:
+                    self.record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
+                else:
+                    if index is not None and message is not None:
+                        redo.add(message)
+                    await pool.submit(item)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _first(*aws: Coroutine[Any, Any, None] | asyncio.Future[None]) -> None:
@@ -258,46 +317,3 @@ async def _first(*aws: Coroutine[Any, Any, None] | asyncio.Future[None]) -> None
     finally:
         for task in tasks:
             task.cancel()
-
-
-async def state_wait(state: RunState) -> None:
-    """Returns once a stop was requested."""
-    await state.pause(float("inf"))
-
-
-async def _feed(
-    source: BinaryIO,
-    config: RunConfig,
-    pool: OrderedPool[EditRecord] | None,
-    record: Callable[[Outcome], None],
-    index: ResumeIndex | None,
-    summary: Summary,
-    state: RunState,
-) -> None:
-    chunks = _chunks(source)
-    redo: set[MessageId] = set()
-    while not state.stopping:
-        chunk = await asyncio.to_thread(next, chunks, None)
-        if chunk is None:
-            return
-        for item in chunk:
-            if state.stopping:
-                return
-            message = item.message if isinstance(item, EditRecord) else None
-            # A done line is redone when an earlier line of its message is: the message must
-            # still end with the last edit of the file.
-            if (
-                index is not None
-                and index.is_done(item.line, item.digest)
-                and (message is None or message not in redo)
-            ):
-                summary.skipped += 1
-                continue
-            if isinstance(item, InvalidRecord):
-                record(_outcome_of(item, Status.INVALID, info=item.reason))
-            elif pool is None:
-                record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
-            else:
-                if index is not None and message is not None:
-                    redo.add(message)
-                await pool.submit(item)

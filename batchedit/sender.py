@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from batchedit.auth import SigSource
 from batchedit.client import ImClient, Reply
@@ -89,6 +92,17 @@ class Sender:
         self._state = state
         self._sig_guard = sig_guard
         self._on_send = on_send
+
+    async def call(self, api: str, body: Mapping[str, Any]) -> Reply:
+        """A :data:`~batchedit.client.Caller`: the final answer after retries.
+
+        When the run stopped before the first attempt, the answer has no code and says so.
+        """
+        track = Track()
+        await self.send(api, orjson.dumps(body), track)
+        if track.last is None:
+            return Reply(None, "not sent: the run is stopping", http_status=None)
+        return track.last
 
     async def send(self, api: str, payload: bytes, track: Track) -> str | None:
         """Send until the answer is final; attempts and the last reply land in ``track``.

@@ -56,7 +56,7 @@ async def test_paging_returns_every_message_once_in_spec_order(
             sender, recipient, text_body(f"m{i}"), msg_seq=i % 7, msg_timestamp=1500 + i // 50
         )
         sent.append(reply.data["MsgKey"])
-    got = [m async for m in iter_history(client, "alice", "bob", 1000, 2000, max_cnt=37)]
+    got = [m async for m in iter_history(client.call, "alice", "bob", 1000, 2000, max_cnt=37)]
     assert sorted(m.msg_key for m in got) == sorted(sent)
     assert len(got) == 500
     stats = running.emulator.traffic.of("openim/admin_getroammsg")
@@ -84,7 +84,7 @@ async def test_pages_are_cut_at_13_kb(
     assert first.data["Complete"] == 0
     assert 1 <= first.data["MsgCnt"] <= 6
     assert first.data["LastMsgKey"] == first.data["MsgList"][0]["MsgKey"]
-    got = [m async for m in iter_history(client, "alice", "bob", 1000, 2000)]
+    got = [m async for m in iter_history(client.call, "alice", "bob", 1000, 2000)]
     assert len({m.msg_key for m in got}) == 20
 
 
@@ -97,8 +97,8 @@ async def test_perspective_hides_unsynced_messages(
     assert (await client.multiaccount_import(["alice", "bob"])).ok
     await client.sendmsg("alice", "bob", text_body("a"), msg_timestamp=1500)
     await client.sendmsg("alice", "bob", text_body("b"), msg_timestamp=1501, sync_other_machine=2)
-    alice = [m async for m in iter_history(client, "alice", "bob", 0, 2000)]
-    bob = [m async for m in iter_history(client, "bob", "alice", 0, 2000)]
+    alice = [m async for m in iter_history(client.call, "alice", "bob", 0, 2000)]
+    bob = [m async for m in iter_history(client.call, "bob", "alice", 0, 2000)]
     assert (len(alice), len(bob)) == (1, 2)
 
 

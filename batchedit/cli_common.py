@@ -1,0 +1,157 @@
+"""What the command-line modules share: credentials, the connection options, exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchedit.auth import Secret, SigSource
+from batchedit.client import resolve_endpoint
+from batchedit.errors import ConfigError
+from batchedit.retry import RetryPolicy
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ABORTED = 3
+EXIT_INTERRUPTED = 130
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error: exit 2, nothing was sent."""
+
+    exit_code = EXIT_CONFIG
+
+
+def read_secret_key(secret_key_file: Path | None) -> Secret | None:
+    """The secret key from ``--secret-key-file`` or else ``TIM_SECRET_KEY``; ``None`` if neither."""
+    if secret_key_file is not None:
+        try:
+            text = secret_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret key file: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"the secret key file {secret_key_file} is empty")
+        return Secret(text)
+    value = os.environ.get("TIM_SECRET_KEY", "").strip()
+    return Secret(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The connection options every talking command takes, as given."""
+
+    sdkappid: int | None
+    admin: str
+    secret_key_file: Path | None
+    region: str | None
+    base_url: str | None
+    rate: float
+    concurrency: int
+    max_attempts: int
+    timeout: float
+
+    def endpoint(self) -> str:
+        """The base URL (raises :class:`ConfigError` with a hint when none is set)."""
+        return resolve_endpoint(self.region, self.base_url)
+
+    def sig(self) -> SigSource:
+        """The UserSig source: secret key (file or env) first, else ``TIM_USERSIG``."""
+        if self.sdkappid is None:
+            raise ConfigError("no SDKAppID: set TIM_SDKAPPID or pass --sdkappid")
+        key = read_secret_key(self.secret_key_file)
+        if key is not None:
+            return SigSource(self.sdkappid, self.admin, secret_key=key)
+        usersig = os.environ.get("TIM_USERSIG", "").strip()
+        if usersig:
+            return SigSource(self.sdkappid, self.admin, fixed_usersig=Secret(usersig))
+        raise ConfigError(
+            "no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set TIM_USERSIG"
+        )
+
+    def policy(self) -> RetryPolicy:
+        """The retry policy these options ask for."""
+        return RetryPolicy(max_attempts=self.max_attempts)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CONNECTION_OPTIONS = [
+    click.option(
+        "--sdkappid", type=int, envvar="TIM_SDKAPPID", help="SDKAppID [env TIM_SDKAPPID]."
+    ),
+    click.option(
+        "--admin",
+        envvar="TIM_ADMIN",
+        default="administrator",
+        show_default=True,
+        help="App admin identifier [env TIM_ADMIN].",
+    ),
+    click.option(
+        "--secret-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="File holding the secret key (else env TIM_SECRET_KEY, else a ready-made "
+        "TIM_USERSIG). No flag takes the key itself: it would show in ps.",
+    ),
+    click.option("--region", envvar="TIM_REGION", help="Region, e.g. singapore [env TIM_REGION]."),
+    click.option("--base-url", envvar="TIM_BASE_URL", help="Explicit endpoint [env TIM_BASE_URL]."),
+    click.option(
+        "--rate",
+        type=click.FloatRange(min=0),
+        default=200.0,
+        show_default=True,
+        help="Requests per second per API, retries included, never exceeded in any sliding "
+        "second (0: no limit).",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=100,
+        show_default=True,
+        help="Requests in flight at most.",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(min=1),
+        default=6,
+        show_default=True,
+        help="Attempts per request for transient errors.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        help="Seconds per HTTP attempt.",
+    ),
+]
+
+
+def connection_options(command: F) -> F:
+    """Add the connection options; the command receives them as one ``conn`` argument."""
+    names = [
+        "sdkappid",
+        "admin",
+        "secret_key_file",
+        "region",
+        "base_url",
+        "rate",
+        "concurrency",
+        "max_attempts",
+        "timeout",
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        conn = Connection(**{name: kwargs.pop(name) for name in names})
+        return command(*args, conn=conn, **kwargs)
+
+    for option in reversed(_CONNECTION_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]

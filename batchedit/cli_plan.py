@@ -1,0 +1,229 @@
+"""``batchedit plan``: write an edit file (or preview it) from conversations' history."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from batchedit.cli_common import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    ConfigProblem,
+    Connection,
+    connection_options,
+)
+from batchedit.client import ImClient, RoamMessage
+from batchedit.errors import ConfigError
+from batchedit.plan import (
+    BadPair,
+    PlanStats,
+    Rules,
+    parse_template,
+    parse_when,
+    plan_edits,
+    read_pairs,
+)
+from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.sender import RunState, Sender, SigGuard
+
+
+def _texts(body: list[Any]) -> list[str]:
+    lines = []
+    for element in body:
+        content = element.get("MsgContent", {}) if isinstance(element, dict) else {}
+        for name in ("Text", "Desc"):
+            if isinstance(content.get(name), str):
+                lines.append(f"{element.get('MsgType')}.{name}: {content[name]}")
+    return lines
+
+
+def render_change(edit: dict[str, Any], before: RoamMessage) -> str:
+    """A readable before/after of one planned edit."""
+    when = dt.datetime.fromtimestamp(before.msg_timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [f"{before.from_account} -> {before.to_account}  {before.msg_key}  {when} UTC"]
+    if "MsgBody" in edit:
+        old, new = _texts(before.body), _texts(edit["MsgBody"])
+        lines += [f"  - {text}" for text in old if text not in new]
+        lines += [f"  + {text}" for text in new if text not in old]
+    if "CloudCustomData" in edit:
+        lines.append(f"  - CloudCustomData: {before.cloud_custom_data or ''}")
+        lines.append(f"  + CloudCustomData: {edit['CloudCustomData']}")
+    return "\n".join(lines)
+
+
+async def _plan(
+    conn: Connection,
+    pairs: list[tuple[str, str]],
+    since: int,
+    until: int,
+    rules: Rules,
+    out: IO[bytes] | None,
+    preview: int,
+    stats: PlanStats,
+) -> RunState:
+    state = RunState()
+    sig = conn.sig()
+    limiter = AdaptiveLimiter(conn.rate) if conn.rate else None
+    reads = [0]
+    shown = [0]
+
+    def count(_: float) -> None:
+        reads[0] += 1
+
+    def emit(edit: dict[str, Any], before: RoamMessage) -> bool:
+        if out is not None:
+            out.write(orjson.dumps(edit) + b"\n")
+            return True
+        if shown[0] >= preview:  # another conversation's reader got here first
+            return False
+        click.echo(render_change(edit, before) + "\n")
+        shown[0] += 1
+        return shown[0] < preview
+
+    async def progress() -> None:
+        while sys.stderr.isatty():
+            sys.stderr.write(
+                f"\r\x1b[2Kconversations {stats.conversations}/{len(pairs)}, "
+                f"messages {stats.messages}, planned {stats.planned}, requests {reads[0]}"
+            )
+            sys.stderr.flush()
+            await asyncio.sleep(0.5)
+
+    async with ImClient(
+        conn.endpoint(), sig, timeout=conn.timeout, max_connections=conn.concurrency
+    ) as client:
+        reader = Sender(client, limiter, conn.policy(), state, SigGuard(sig), count)
+        ticker = asyncio.create_task(progress())
+        try:
+            await plan_edits(
+                pairs,
+                since,
+                until,
+                rules,
+                reader.call,
+                emit,
+                concurrency=min(conn.concurrency, 32),
+                stats=stats,
+            )
+        finally:
+            ticker.cancel()
+            if sys.stderr.isatty():
+                sys.stderr.write("\r\x1b[2K")
+    stats_line = (
+        f"plan: {stats.conversations} conversations read, {stats.messages} messages "
+        f"({stats.recalled} recalled, skipped), {stats.planned} edits planned, "
+        f"{reads[0]} admin_getroammsg requests"
+    )
+    click.echo(stats_line, err=True)
+    return state
+
+
+@click.command("plan")
+@click.argument("pairs", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--since", required=True, help="Start of the range: UNIX seconds or a date (UTC).")
+@click.option("--until", required=True, help="End of the range (a bare date: its whole day).")
+@click.option(
+    "--replace",
+    "replacements",
+    type=(str, str),
+    multiple=True,
+    metavar="REGEX REPLACEMENT",
+    help="Replace matches in each TIMTextElem Text (repeatable; Python re syntax, \\1 works).",
+)
+@click.option("--custom-desc", is_flag=True, help="Apply --replace to TIMCustomElem Desc too.")
+@click.option(
+    "--set-cloud-custom-data",
+    "ccd_template",
+    metavar="TEMPLATE",
+    help="New CloudCustomData; may use $MsgKey $From_Account $To_Account $MsgTimeStamp "
+    "$CloudCustomData (the current value).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the edit file here (JSONL), ready for `batchedit run`.",
+)
+@click.option(
+    "--preview",
+    type=click.IntRange(min=1),
+    help="Print a before/after of the first N changes instead of writing.",
+)
+@connection_options
+def plan_command(
+    pairs: Path,
+    since: str,
+    until: str,
+    replacements: tuple[tuple[str, str], ...],
+    custom_desc: bool,
+    ccd_template: str | None,
+    output: Path | None,
+    preview: int | None,
+    conn: Connection,
+) -> None:
+    """Plan edits from history: read the conversations in PAIRS over a time range and write
+    an edit record for every message the rules change.
+
+    PAIRS is a CSV of two UserIDs per row (no header) or JSONL (["a", "b"] or {"a": .., "b": ..}).
+    Each conversation is read once; recalled messages are skipped; each edit names its message's
+    own sender and recipient.
+
+    \b
+    Exit status: 0 planned, 1 some pair line or conversation could not be read,
+    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions).
+    """
+    try:
+        if (output is None) == (preview is None):
+            raise ConfigError("give exactly one of --output FILE and --preview N")
+        compiled = []
+        for pattern, replacement in replacements:
+            try:
+                compiled.append((re.compile(pattern), replacement))
+            except re.error as exc:
+                raise ConfigError(f"bad --replace regex {pattern!r}: {exc}") from None
+        template = parse_template(ccd_template) if ccd_template is not None else None
+        rules = Rules(tuple(compiled), custom_desc, template)
+        start, end = parse_when(since), parse_when(until, end=True)
+        if start > end:
+            raise ConfigError(f"--since ({since}) is after --until ({until})")
+        conversations: list[tuple[str, str]] = []
+        bad = 0
+        for pair in read_pairs(pairs):
+            if isinstance(pair, BadPair):
+                bad += 1
+                click.echo(f"skipped: {pair.reason}", err=True)
+            else:
+                conversations.append(pair)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    stats = PlanStats()
+    partial = output.with_name(output.name + ".partial") if output else None
+    started = time.monotonic()
+    out = partial.open("wb") if partial else None
+    try:
+        state = asyncio.run(_plan(conn, conversations, start, end, rules, out, preview or 0, stats))
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    finally:
+        if out is not None:
+            out.close()
+    for failure in stats.failed_conversations:
+        click.echo(f"not read: {failure}", err=True)
+    if state.stopped is not None:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        click.echo(f"STOPPED: {state.reason}; nothing written", err=True)
+        sys.exit(EXIT_ABORTED)
+    if output is not None and partial is not None:
+        partial.replace(output)
+        click.echo(f"wrote {output} in {time.monotonic() - started:.1f} s", err=True)
+    sys.exit(EXIT_SOME_FAILED if bad or stats.failed_conversations else EXIT_OK)

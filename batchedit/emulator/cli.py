@@ -1,0 +1,159 @@
+"""``batchedit emulator``: serve the emulator from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import click
+import orjson
+
+from batchedit.cli_common import read_secret_key
+from batchedit.emulator.app import Emulator, EmulatorConfig
+from batchedit.emulator.demo import seed_demo
+from batchedit.emulator.faults import Faults
+from batchedit.emulator.server import serve
+from batchedit.emulator.store import Store
+from batchedit.errors import ConfigError
+
+
+def _range_ms(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN-MAX in milliseconds, got {text!r}") from None
+    if pair[0] < 0 or pair[1] < pair[0]:
+        raise click.BadParameter(f"expected 0 <= MIN <= MAX, got {text!r}")
+    return pair
+
+
+def _key_codes(pairs: tuple[str, ...]) -> dict[str, int]:
+    codes = {}
+    for pair in pairs:
+        key, sep, code = pair.rpartition("=")
+        if not sep or not key or not code.lstrip("-").isdigit():
+            raise click.BadParameter(f"expected MSGKEY=CODE, got {pair!r}")
+        codes[key] = int(code)
+    return codes
+
+
+_RATE = click.FloatRange(0, 1)
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=5080, show_default=True, help="Port to bind (0: any free one).")
+@click.option("--sdkappid", default=1400000000, show_default=True, help="The emulated SDKAppID.")
+@click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    default=("administrator",),
+    show_default=True,
+    help="An App admin identifier (repeatable).",
+)
+@click.option(
+    "--secret-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the app's secret key (else TIM_SECRET_KEY).",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL state: loaded at start if it exists, written on shutdown and on "
+    "POST /__emulator/save.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for faults and demo data.")
+@click.option(
+    "--rate-limit",
+    default=200,
+    show_default=True,
+    help="Requests per sliding second per API before the rate code (0: no limit).",
+)
+@click.option("--rate-code", default=60007, show_default=True, help="Code for the excess.")
+@click.option(
+    "--unknown-msgkey-code",
+    default=20026,
+    show_default=True,
+    help="Code for modifying a MsgKey that does not exist (unverified; 90054 is the other "
+    "candidate).",
+)
+@click.option("--transient-rate", type=_RATE, default=0.0, help="Share answered 20004/20005/...")
+@click.option("--throttle-rate", type=_RATE, default=0.0, help="Share answered the rate code.")
+@click.option("--http-502-rate", type=_RATE, default=0.0, help="Share answered HTTP 502.")
+@click.option("--latency-ms", default="0", help="Answer delay range MIN-MAX in milliseconds.")
+@click.option("--slow-rate", type=_RATE, default=0.0, help="Share answered after --slow-seconds.")
+@click.option("--slow-seconds", default=60.0, show_default=True, help="Delay of a slow answer.")
+@click.option("--drop-rate", type=_RATE, default=0.0, help="Share of connections dropped.")
+@click.option("--key-code", multiple=True, help="MSGKEY=CODE: always answer CODE for MSGKEY.")
+@click.option("--fail-first", default=0, help="Answer the first N requests with 20005.")
+@click.option("--demo-data", default=0, help="Seed N demo messages among a few hundred users.")
+@click.option(
+    "--demo-targets",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --demo-data: write the messages' edit targets here (JSONL).",
+)
+def emulator_command(
+    host: str,
+    port: int,
+    sdkappid: int,
+    admins: tuple[str, ...],
+    secret_key_file: Path | None,
+    state: Path | None,
+    seed: int,
+    rate_limit: int,
+    rate_code: int,
+    unknown_msgkey_code: int,
+    transient_rate: float,
+    throttle_rate: float,
+    http_502_rate: float,
+    latency_ms: str,
+    slow_rate: float,
+    slow_seconds: float,
+    drop_rate: float,
+    key_code: tuple[str, ...],
+    fail_first: int,
+    demo_data: int,
+    demo_targets: Path | None,
+) -> None:
+    """Serve a local emulator of the IM REST API until Ctrl-C.
+
+    Control endpoints: GET /__emulator/stats, POST /__emulator/stats/reset,
+    GET|POST /__emulator/faults, GET /__emulator/state, POST /__emulator/save.
+    """
+    try:
+        key = read_secret_key(secret_key_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if key is None:
+        raise click.ClickException("no secret key: set TIM_SECRET_KEY or pass --secret-key-file")
+    store = Store.load(state.read_bytes().splitlines()) if state and state.exists() else Store()
+    config = EmulatorConfig(
+        sdkappid=sdkappid,
+        secret_key=key.reveal(),
+        admins=frozenset(admins),
+        rate_limit=rate_limit or None,
+        rate_code=rate_code,
+        unknown_msgkey_code=unknown_msgkey_code,
+        seed=seed,
+        state_path=state,
+    )
+    faults = Faults(
+        transient_rate=transient_rate,
+        throttle_rate=throttle_rate,
+        http_502_rate=http_502_rate,
+        latency_ms=_range_ms(latency_ms),
+        slow_rate=slow_rate,
+        slow_seconds=slow_seconds,
+        drop_rate=drop_rate,
+        key_codes=_key_codes(key_code),
+        fail_first=fail_first,
+    )
+    emu = Emulator(config, store=store, faults=faults)
+    if demo_data:
+        targets = seed_demo(store, demo_data, seed, int(time.time()))
+        if demo_targets is not None:
+            demo_targets.write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in targets))
+    asyncio.run(serve(emu, host, port, lambda line: click.echo(line, err=True)))

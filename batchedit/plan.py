@@ -1,0 +1,221 @@
+"""Writing an edit file from history: page through conversations, apply rewrite rules.
+
+Each conversation is read once, from the first user's view: ``admin_getroammsg`` returns both
+directions (spec section 3), and each message's own ``From_Account``/``To_Account`` is what the
+edit names. Recalled messages (``MsgFlagBits`` 8) are skipped; only messages the rules actually
+change become edit records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import csv
+import datetime as dt
+import re
+import string
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchedit.client import Caller, RoamMessage
+from batchedit.errors import ApiError, ConfigError
+from batchedit.history import iter_history
+
+TEMPLATE_FIELDS = ("MsgKey", "From_Account", "To_Account", "MsgTimeStamp", "CloudCustomData")
+"""The ``$names`` a ``--set-cloud-custom-data`` template may use."""
+
+
+def parse_template(text: str) -> string.Template:
+    """A CloudCustomData template; ``$CloudCustomData`` is the current value ("" if none)."""
+    template = string.Template(text)
+    try:
+        template.substitute(dict.fromkeys(TEMPLATE_FIELDS, ""))
+    except (KeyError, ValueError) as exc:
+        known = ", ".join(f"${name}" for name in TEMPLATE_FIELDS)
+        raise ConfigError(f"bad template {text!r} ({exc}); it may use {known}") from None
+    return template
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What to change: regex replacements in texts, and/or a new CloudCustomData.
+
+    ``replacements`` apply in order to the ``Text`` of every TIMTextElem, and with
+    ``custom_desc`` to the ``Desc`` of TIMCustomElem; ``cloud_custom_data`` is a template.
+    """
+
+    replacements: tuple[tuple[re.Pattern[str], str], ...] = ()
+    custom_desc: bool = False
+    cloud_custom_data: string.Template | None = None
+
+    def __post_init__(self) -> None:
+        if not self.replacements and self.cloud_custom_data is None:
+            raise ConfigError("no rules: give --replace and/or --set-cloud-custom-data")
+
+    def _rewrite_text(self, text: str) -> str:
+        for pattern, replacement in self.replacements:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def rewrite(self, message: RoamMessage) -> dict[str, Any] | None:
+        """The edit record for ``message``, or ``None`` when the rules change nothing."""
+        body = copy.deepcopy(message.body)
+        for element in body:
+            content = element.get("MsgContent") if isinstance(element, dict) else None
+            if not isinstance(content, dict):
+                continue
+            kind = element.get("MsgType")
+            name = "Text" if kind == "TIMTextElem" else "Desc"
+            wanted = kind == "TIMTextElem" or (self.custom_desc and kind == "TIMCustomElem")
+            if wanted and isinstance(content.get(name), str):
+                content[name] = self._rewrite_text(content[name])
+        edit: dict[str, Any] = {
+            "From_Account": message.from_account,
+            "To_Account": message.to_account,
+            "MsgKey": message.msg_key,
+        }
+        if body != message.body:
+            edit["MsgBody"] = body
+        if self.cloud_custom_data is not None:
+            current = message.cloud_custom_data or ""
+            new = self.cloud_custom_data.substitute(
+                MsgKey=message.msg_key,
+                From_Account=message.from_account,
+                To_Account=message.to_account,
+                MsgTimeStamp=message.msg_timestamp,
+                CloudCustomData=current,
+            )
+            if new != current:
+                edit["CloudCustomData"] = new
+        return edit if len(edit) > 3 else None
+
+
+def parse_when(text: str, *, end: bool = False) -> int:
+    """UNIX seconds from ``1700000000``, ``2026-11-20`` or ``2026-11-20T10:00:00[+08:00]``.
+
+    Times without a zone are UTC; a bare date means its first second, or with ``end`` its last.
+    """
+    if text.isdigit():
+        return int(text)
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return int(start.timestamp()) + (86399 if end else 0)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"cannot read the time {text!r}: give UNIX seconds, YYYY-MM-DD or an ISO date-time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class BadPair:
+    """A line of the pairs file that names no conversation."""
+
+    line: int
+    reason: str
+
+
+def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
+    """Conversations from a CSV (two UserID columns, no header) or JSONL file
+    (``["a", "b"]`` or an object with two string values), each conversation once."""
+    seen: set[tuple[str, str]] = set()
+    with path.open(encoding="utf-8", newline="") as stream:
+        rows: Iterable[Any]
+        if path.suffix.lower() == ".csv":
+            rows = csv.reader(stream)
+        else:
+            rows = (_json_row(line) for line in stream)
+        for number, row in enumerate(rows, 1):
+            values = list(row.values()) if isinstance(row, dict) else row
+            if values == [] or values is None:
+                continue
+            if not (
+                isinstance(values, list)
+                and len(values) == 2
+                and all(isinstance(v, str) and v.strip() for v in values)
+            ):
+                yield BadPair(number, f"pairs line {number}: expected two UserIDs, got {row!r}")
+                continue
+            a, b = (v.strip() for v in values)
+            key = (a, b) if a <= b else (b, a)
+            if a != b and key not in seen:
+                seen.add(key)
+                yield (a, b)
+
+
+def _json_row(line: str) -> Any:
+    if not line.strip():
+        return []
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line.strip()
+
+
+@dataclass(slots=True)
+class PlanStats:
+    """What a plan run read and wrote."""
+
+    conversations: int = 0
+    failed_conversations: list[str] = field(default_factory=list)
+    messages: int = 0
+    recalled: int = 0
+    planned: int = 0
+    stopped_early: bool = False
+
+
+async def plan_edits(
+    pairs: Iterable[tuple[str, str]],
+    since: int,
+    until: int,
+    rules: Rules,
+    call: Caller,
+    emit: Callable[[dict[str, Any], RoamMessage], bool],
+    *,
+    concurrency: int = 8,
+    stats: PlanStats | None = None,
+) -> PlanStats:
+    """Read every conversation in ``[since, until]`` and ``emit(edit, before)`` each change.
+
+    ``call`` sends the ``admin_getroammsg`` requests (wrap it for rate and retries); ``emit``
+    returns ``False`` to stop planning (a preview that has shown enough). Up to ``concurrency``
+    conversations are read at once. A conversation that cannot be read is noted in
+    ``failed_conversations`` and skipped.
+    """
+    stats = stats or PlanStats()
+    pending = iter(pairs)
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        for a, b in pending:
+            if stop.is_set():
+                return
+            try:
+                async for message in iter_history(call, a, b, since, until):
+                    stats.messages += 1
+                    if message.recalled:
+                        stats.recalled += 1
+                        continue
+                    edit = rules.rewrite(message)
+                    if edit is None:
+                        continue
+                    stats.planned += 1
+                    if not emit(edit, message):
+                        stop.set()
+                        stats.stopped_early = True
+                        return
+            except ApiError as exc:
+                stats.failed_conversations.append(f"{a} <-> {b}: {exc}")
+            stats.conversations += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
