@@ -79,15 +79,19 @@ def undo_edits(backup: Path) -> IO[bytes]:
     A message that had no CloudCustomData gets an empty one: the API cannot delete the field.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - the caller closes it
-    for row in _first_images(backup):
-        edit = {
-            "From_Account": row["From_Account"],
-            "To_Account": row["To_Account"],
-            "MsgKey": row["MsgKey"],
-            "MsgBody": row["MsgBody"],
-            "CloudCustomData": row["CloudCustomData"] or "",
-        }
-        spool.write(orjson.dumps(edit) + b"\n")
+    try:
+        for row in _first_images(backup):
+            edit = {
+                "From_Account": row["From_Account"],
+                "To_Account": row["To_Account"],
+                "MsgKey": row["MsgKey"],
+                "MsgBody": row["MsgBody"],
+                "CloudCustomData": row["CloudCustomData"] or "",
+            }
+            spool.write(orjson.dumps(edit) + b"\n")
+    except BaseException:
+        spool.close()
+        raise
     spool.seek(0)
     return spool
 

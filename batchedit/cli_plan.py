@@ -173,7 +173,8 @@ def plan_command(
     """Plan edits from history: read the conversations in PAIRS over a time range and write
     an edit record for every message the rules change.
 
-    PAIRS is a CSV of two UserIDs per row (no header) or JSONL (["a", "b"] or {"a": .., "b": ..}).
+    PAIRS is a CSV of two UserIDs per row (no header) or JSONL: ["a", "b"], {"a": .., "b": ..},
+    or any object with From_Account and To_Account (an edit file, --demo-targets output).
     Each conversation is read once; recalled messages are skipped; each edit names its message's
     own sender and recipient.
 

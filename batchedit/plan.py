@@ -125,8 +125,9 @@ class BadPair:
 
 
 def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
-    """Conversations from a CSV (two UserID columns, no header) or JSONL file
-    (``["a", "b"]`` or an object with two string values), each conversation once."""
+    """Conversations from a CSV (two UserID columns, no header) or JSONL file (``["a", "b"]``,
+    an object with ``From_Account`` and ``To_Account``, or one with two string values), each
+    conversation once."""
     seen: set[tuple[str, str]] = set()
     with path.open(encoding="utf-8", newline="") as stream:
         rows: Iterable[Any]
@@ -135,7 +136,7 @@ def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
         else:
             rows = (_json_row(line) for line in stream)
         for number, row in enumerate(rows, 1):
-            values = list(row.values()) if isinstance(row, dict) else row
+            values = _pair_values(row)
             if values == [] or values is None:
                 continue
             if not (
@@ -150,6 +151,15 @@ def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
             if a != b and key not in seen:
                 seen.add(key)
                 yield (a, b)
+
+
+def _pair_values(row: Any) -> Any:
+    if not isinstance(row, dict):
+        return row
+    if "From_Account" in row and "To_Account" in row:
+        # An edit file or ``--demo-targets`` output names its conversations this way.
+        return [row["From_Account"], row["To_Account"]]
+    return list(row.values())
 
 
 def _json_row(line: str) -> Any:

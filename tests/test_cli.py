@@ -268,3 +268,115 @@ def test_emulator_needs_a_secret() -> None:
     result = _runner().invoke(main, ["emulator", "--port", "0"])
     assert result.exit_code == 1
     assert result.output == "Error: no secret key: set TIM_SECRET_KEY or pass --secret-key-file\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replace", "a", "b"], "Error: give exactly one of --output FILE and --preview N\n"),
+        (
+            ["--replace", "(", "b", "--preview", "1"],
+            "Error: bad --replace regex '(': missing ), unterminated subpattern at position 0\n",
+        ),
+        (["--preview", "1"], "Error: no rules: give --replace and/or --set-cloud-custom-data\n"),
+        (
+            ["--set-cloud-custom-data", "$Nope", "--preview", "1"],
+            "Error: bad template '$Nope' ('Nope'); it may use $MsgKey, $From_Account, $To_Account, "
+            "$MsgTimeStamp, $CloudCustomData\n",
+        ),
+    ],
+)
+def test_plan_configuration_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    """plan refuses unclear requests with exit 2 and a hint, before reading anything."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b\n")
+    result = _runner().invoke(
+        main, ["plan", str(pairs), "--since", "2026-01-01", "--until", "2026-01-02", *args]
+    )
+    assert (result.exit_code, result.output) == (2, message)
+
+
+def test_plan_times_must_be_in_order(tmp_path: Path) -> None:
+    """--since after --until is a configuration error."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b\n")
+    result = _runner().invoke(
+        main,
+        [
+            "plan",
+            str(pairs),
+            "--since",
+            "2026-02-01",
+            "--until",
+            "2026-01-01",
+            "--preview",
+            "1",
+            "--replace",
+            "a",
+            "b",
+        ],
+    )
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: --since (2026-02-01) is after --until (2026-01-01)\n",
+    )
+
+
+def test_undo_needs_a_readable_backup(tmp_path: Path) -> None:
+    """undo with a missing backup file exits 2 and names it."""
+    result = _runner().invoke(
+        main,
+        [
+            "undo",
+            str(tmp_path / "nope.jsonl"),
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--sdkappid",
+            "1",
+        ],
+        env={"TIM_SECRET_KEY": "x"},
+    )
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"Error: cannot read backup {tmp_path / 'nope.jsonl'}: No such file or directory\n"
+    )
+
+
+def test_plan_preview_and_output(tmp_path: Path, emulator_process: StartEmulator) -> None:
+    """--preview prints before/after without writing; --output writes edits for `run`."""
+    state, targets = _seed_state(tmp_path, 40)
+    emulator = emulator_process(state=state)
+    pairs = write_edits(tmp_path / "pairs.jsonl", targets)
+    base = [
+        sys.executable,
+        "-m",
+        "batchedit",
+        "plan",
+        str(pairs),
+        "--since",
+        "2023-01-01",
+        "--until",
+        "2024-01-01",
+        "--replace",
+        r"original (\d)$",
+        r"edited \1",
+    ]
+    preview = subprocess.run(
+        [*base, "--preview", "2"], env=cli_env(emulator.url), capture_output=True, check=False
+    )
+    assert preview.returncode == 0, preview.stderr.decode()
+    shown = preview.stdout.decode()
+    assert shown.count("  - TIMTextElem.Text: original ") == 2
+    assert shown.count("  + TIMTextElem.Text: edited ") == 2
+    out = tmp_path / "plan.jsonl"
+    written = subprocess.run(
+        [*base, "--output", str(out)], env=cli_env(emulator.url), capture_output=True, check=False
+    )
+    assert written.returncode == 0, written.stderr.decode()
+    edits = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(edits) == 10  # "original 0" .. "original 9": one digit, then the end
+    assert all(e["MsgBody"][0]["MsgContent"]["Text"].startswith("edited ") for e in edits)
+    assert b"40 messages" in written.stderr
