@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import stat
@@ -139,6 +140,9 @@ def _execute(
 ) -> None:
     """Run, print the summary, write ``--summary-json``, exit with the run's status."""
     live = sys.stderr.isatty()
+    # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
+    # passes would otherwise pause the loop for milliseconds and bunch requests together.
+    gc.freeze()
     observer = ConsoleObserver(sys.stderr, total if live else None, live=live, quiet=quiet)
     try:
         with source:
@@ -170,6 +174,7 @@ def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig
         concurrency=conn.concurrency,
         policy=conn.policy(),
         timeout=conn.timeout,
+        window=conn.window,
         **options,
     )
 

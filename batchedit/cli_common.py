@@ -53,6 +53,7 @@ class Connection:
     region: str | None
     base_url: str | None
     rate: float
+    rate_margin: float
     concurrency: int
     max_attempts: int
     timeout: float
@@ -74,6 +75,11 @@ class Connection:
         raise ConfigError(
             "no credentials: set TIM_SECRET_KEY, pass --secret-key-file, or set TIM_USERSIG"
         )
+
+    @property
+    def window(self) -> float:
+        """The limiter's window in seconds."""
+        return 1.0 + self.rate_margin / 1000
 
     def policy(self) -> RetryPolicy:
         """The retry policy these options ask for."""
@@ -110,11 +116,19 @@ _CONNECTION_OPTIONS = [
         "second (0: no limit).",
     ),
     click.option(
+        "--rate-margin",
+        type=click.FloatRange(min=0),
+        default=5.0,
+        show_default=True,
+        help="Milliseconds added to the 1-second window the rate is kept in, for requests that "
+        "reach the server unevenly; widen it on a jittery network (costs rate x margin/1000).",
+    ),
+    click.option(
         "--concurrency",
         type=click.IntRange(min=1),
         default=100,
         show_default=True,
-        help="Requests in flight at most.",
+        help="Records (or conversations, for plan) in progress at most.",
     ),
     click.option(
         "--max-attempts",
@@ -142,6 +156,7 @@ def connection_options(command: F) -> F:
         "region",
         "base_url",
         "rate",
+        "rate_margin",
         "concurrency",
         "max_attempts",
         "timeout",

@@ -72,7 +72,7 @@ async def _plan(
 ) -> RunState:
     state = RunState()
     sig = conn.sig()
-    limiter = AdaptiveLimiter(conn.rate) if conn.rate else None
+    limiter = AdaptiveLimiter(conn.rate, window=conn.window) if conn.rate else None
     reads = [0]
     shown = [0]
 

@@ -36,8 +36,8 @@ class AdaptiveLimiter:
     """Grants requests at up to ``rate`` per second.
 
     No ``window`` seconds ever hold more than ``rate`` grants, and grants are paced
-    ``window / rate`` apart, so the long-run rate is ``rate / window`` (99.6 % of ``rate``) less
-    the loop's timer lateness (about 0.1 %). ``window`` is seconds (default 1.004); ``cut`` is
+    ``window / rate`` apart, so the long-run rate is ``rate / window`` (99.5 % of ``rate``) less
+    the loop's timer lateness (about 0.1 %). ``window`` is seconds (default 1.005); ``cut`` is
     the factor applied on a throttle signal (default 0.9); ``recovery`` is the share of the
     target regained per second afterwards (default 0.1); the rate never drops below ``floor``
     (default a twentieth of the target, at least 1 request per second). ``clock`` is for tests;
@@ -48,7 +48,7 @@ class AdaptiveLimiter:
         self,
         rate: float,
         *,
-        window: float = 1.004,
+        window: float = 1.005,
         cut: float = 0.9,
         recovery: float = 0.1,
         floor: float | None = None,

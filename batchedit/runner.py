@@ -37,7 +37,8 @@ class RunConfig:
     ``endpoint`` and ``sig`` may be left out for a dry run. ``rate`` is requests per second
     (``None``: no limit); ``timeout`` is seconds per HTTP attempt; ``breaker`` stops the run
     after that many consecutive failures with one code (0: never); ``grace`` is how long, in
-    seconds, in-flight requests may finish once a stop is requested.
+    seconds, in-flight requests may finish once a stop is requested; ``window`` is the
+    limiter's window in seconds, one second plus a margin for uneven arrival at the server.
     """
 
     results: Path | None
@@ -51,7 +52,7 @@ class RunConfig:
     dry_run: bool = False
     breaker: int = 50
     grace: float = 10.0
-    window: float = 1.004
+    window: float = 1.005
     backup: Path | None = None
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False

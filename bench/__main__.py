@@ -2,7 +2,7 @@
 
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
-``python -m bench SECTION`` (sections: client, rate, plain, memory, resume); all by default.
+``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup); all by default.
 """
 
 from __future__ import annotations
@@ -102,13 +102,8 @@ def targets_to_edits(targets: Path, edits: Path) -> int:
 
 def stats(url: str) -> dict[str, Any]:
     """The emulator's modify_c2c_msg counters."""
-
-    async def get() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/__emulator/stats") as r:
-            data: dict[str, dict[str, Any]] = await r.json()
-            return data.get("openim/modify_c2c_msg", {})
-
-    return asyncio.run(get())
+    found: dict[str, Any] = _all_stats(url).get("openim/modify_c2c_msg", {})
+    return found
 
 
 def section_client(work: Path) -> None:
@@ -331,12 +326,64 @@ def section_resume(work: Path) -> None:
     )
 
 
+def section_backup(work: Path) -> None:
+    """Issue 4: edit rate of a --backup run at --rate 200 over 5,000 edits, 20-300 ms latency."""
+    with emulator(
+        work,
+        "--latency-ms",
+        "20-300",
+        "--demo-data",
+        "5000",
+        "--demo-targets",
+        str(work / "t5k.jsonl"),
+    ) as url:
+        count = targets_to_edits(work / "t5k.jsonl", work / "e5k.jsonl")
+        summary = work / "s5k.json"
+        done = run_cli(
+            [
+                str(work / "e5k.jsonl"),
+                "--results",
+                str(work / "r5k.jsonl"),
+                "--backup",
+                str(work / "b5k.jsonl"),
+                "--rate",
+                "200",
+                "--summary-json",
+                str(summary),
+            ],
+            url,
+        )
+        data = orjson.loads(summary.read_bytes())
+        everything = _all_stats(url)
+    edits = everything["openim/modify_c2c_msg"]
+    reads = everything["openim/admin_getroammsg"]
+    print(
+        f"backup run, --rate 200, {count} edits, 20-300 ms latency: edits at "
+        f"{data['achieved_rate']:.2f} req/s, {data['history_reads']} before-image reads, "
+        f"wall {done.wall:.1f} s, outcomes {data['outcomes']}"
+    )
+    print(
+        f"    sliding-window maxima: modify_c2c_msg {edits['max_window_arrivals']}, "
+        f"admin_getroammsg {reads['max_window_arrivals']} (each limited to 200)"
+    )
+
+
+def _all_stats(url: str) -> dict[str, Any]:
+    async def get() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/__emulator/stats") as r:
+            data: dict[str, Any] = await r.json()
+            return data
+
+    return asyncio.run(get())
+
+
 SECTIONS: dict[str, Callable[[Path], None]] = {
     "client": section_client,
     "rate": section_rate,
     "plain": section_plain,
     "memory": section_memory,
     "resume": section_resume,
+    "backup": section_backup,
 }
 
 

@@ -48,7 +48,7 @@ def test_margin_absorbs_arrival_jitter() -> None:
 
 def test_late_wakeups_cost_little_and_never_overrun() -> None:
     """Waking up to 1 ms late at every wait (as epoll does): still at least 99.4 % of the rate,
-    and no window of 1.004 s holds more than the rate."""
+    and no window of 1.005 s holds more than the rate."""
     rng = random.Random(5)
     limiter = AdaptiveLimiter(200)
     now = 0.0
@@ -60,7 +60,7 @@ def test_late_wakeups_cost_little_and_never_overrun() -> None:
         else:
             times.append(now)
     assert (len(times) - 1) / (times[-1] - times[0]) >= 0.994 * 200
-    assert _max_in_window(times, 1.004) <= 200
+    assert _max_in_window(times, 1.005) <= 200
 
 
 def test_sustains_the_rate() -> None:
@@ -70,7 +70,7 @@ def test_sustains_the_rate() -> None:
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved >= 0.995 * 200
     gaps = sorted(b - a for a, b in itertools.pairwise(times))
-    assert gaps[len(gaps) // 2] == pytest.approx(1.004 / 200)
+    assert gaps[len(gaps) // 2] == pytest.approx(1.005 / 200)
 
 
 def test_throttle_cuts_then_recovers() -> None:
