@@ -169,47 +169,64 @@ async def _plain_rate(
         return done / (time.perf_counter() - start)
 
 
-def section_rate(work: Path) -> None:
-    """Issue 3 (a), (b): --rate 200 over 12,000 edits at 20-300 ms latency."""
+@dataclass
+class LatencyRun:
+    """A ``batchedit run`` at --rate 200 against an emulator with 20-300 ms latency."""
+
+    count: int
+    done: Finished
+    summary: dict[str, Any]
+    server: dict[str, Any]
+
+
+def latency_run(work: Path, count: int, *extra: str) -> LatencyRun:
+    """Seed ``count`` messages, edit each once at --rate 200 (plus ``extra`` options)."""
+    name = f"lat{count}"
     with emulator(
         work,
         "--latency-ms",
         "20-300",
         "--demo-data",
-        "12000",
+        str(count),
         "--demo-targets",
-        str(work / "t12.jsonl"),
+        str(work / f"t-{name}.jsonl"),
     ) as url:
-        count = targets_to_edits(work / "t12.jsonl", work / "e12.jsonl")
-        summary = work / "s12.json"
-        done = run_cli(
-            [
-                str(work / "e12.jsonl"),
-                "--results",
-                str(work / "r12.jsonl"),
-                "--rate",
-                "200",
-                "--summary-json",
-                str(summary),
-            ],
-            url,
-        )
-        data = orjson.loads(summary.read_bytes())
-        server = stats(url)
-        print(
-            f"(a) --rate 200, {count} edits, 20-300 ms latency: achieved "
-            f"{data['achieved_rate']:.2f} req/s ({data['achieved_rate'] / 2:.2f} % of 200), "
-            f"wall {done.wall:.1f} s, outcomes {data['outcomes']}"
-        )
-        print(
-            f"    emulator sliding-window maximum: {server['max_window_arrivals']} "
-            f"arrivals in one second (limit 200), codes {server['codes']}"
-        )
-        print(f"    latency p50/p95/p99: {data['latency_ms']}")
-        print(
-            f"(b) client CPU: {done.cpu:.2f} s for {count} edits = "
-            f"{done.cpu / count * 1000:.3f} CPU s per 1,000 edits at 200/s"
-        )
+        edits = work / f"e-{name}.jsonl"
+        count = targets_to_edits(work / f"t-{name}.jsonl", edits)
+        summary = work / f"s-{name}.json"
+        args = [
+            str(edits),
+            "--results",
+            str(work / f"r-{name}.jsonl"),
+            "--rate",
+            "200",
+            "--summary-json",
+            str(summary),
+            *extra,
+        ]
+        done = run_cli(args, url)
+        return LatencyRun(count, done, orjson.loads(summary.read_bytes()), _all_stats(url))
+
+
+def section_rate(work: Path) -> None:
+    """Issue 3 (a), (b): --rate 200 over 12,000 edits at 20-300 ms latency."""
+    result = latency_run(work, 12000)
+    data, done, count = result.summary, result.done, result.count
+    server = result.server["openim/modify_c2c_msg"]
+    print(
+        f"(a) --rate 200, {count} edits, 20-300 ms latency: achieved "
+        f"{data['achieved_rate']:.2f} req/s ({data['achieved_rate'] / 2:.2f} % of 200), "
+        f"wall {done.wall:.1f} s, outcomes {data['outcomes']}"
+    )
+    print(
+        f"    emulator sliding-window maximum: {server['max_window_arrivals']} "
+        f"arrivals in one second (limit 200), codes {server['codes']}"
+    )
+    print(f"    latency p50/p95/p99: {data['latency_ms']}")
+    print(
+        f"(b) client CPU: {done.cpu:.2f} s for {count} edits = "
+        f"{done.cpu / count * 1000:.3f} CPU s per 1,000 edits at 200/s"
+    )
 
 
 def section_plain(work: Path) -> None:
@@ -328,39 +345,14 @@ def section_resume(work: Path) -> None:
 
 def section_backup(work: Path) -> None:
     """Issue 4: edit rate of a --backup run at --rate 200 over 5,000 edits, 20-300 ms latency."""
-    with emulator(
-        work,
-        "--latency-ms",
-        "20-300",
-        "--demo-data",
-        "5000",
-        "--demo-targets",
-        str(work / "t5k.jsonl"),
-    ) as url:
-        count = targets_to_edits(work / "t5k.jsonl", work / "e5k.jsonl")
-        summary = work / "s5k.json"
-        done = run_cli(
-            [
-                str(work / "e5k.jsonl"),
-                "--results",
-                str(work / "r5k.jsonl"),
-                "--backup",
-                str(work / "b5k.jsonl"),
-                "--rate",
-                "200",
-                "--summary-json",
-                str(summary),
-            ],
-            url,
-        )
-        data = orjson.loads(summary.read_bytes())
-        everything = _all_stats(url)
-    edits = everything["openim/modify_c2c_msg"]
-    reads = everything["openim/admin_getroammsg"]
+    result = latency_run(work, 5000, "--backup", str(work / "backup.jsonl"))
+    data = result.summary
+    edits = result.server["openim/modify_c2c_msg"]
+    reads = result.server["openim/admin_getroammsg"]
     print(
-        f"backup run, --rate 200, {count} edits, 20-300 ms latency: edits at "
+        f"backup run, --rate 200, {result.count} edits, 20-300 ms latency: edits at "
         f"{data['achieved_rate']:.2f} req/s, {data['history_reads']} before-image reads, "
-        f"wall {done.wall:.1f} s, outcomes {data['outcomes']}"
+        f"wall {result.done.wall:.1f} s, outcomes {data['outcomes']}"
     )
     print(
         f"    sliding-window maxima: modify_c2c_msg {edits['max_window_arrivals']}, "

@@ -129,7 +129,9 @@ class Emulator:
         if key is not None:
             traffic.enter(key)
         try:
-            response = self._answer(request, api, raw, body, admitted, fate.code)
+            code, info, fields = self._outcome(request, api, raw, body, admitted, fate.code)
+            traffic.codes[code] += 1
+            response = _envelope(code, info, **fields)
             if fate.delay:
                 await asyncio.sleep(fate.delay)
         finally:
@@ -146,20 +148,6 @@ class Emulator:
             return web.Response(status=502, text="502 Bad Gateway")
         traffic.http_statuses[200] += 1
         return response
-
-    def _answer(
-        self,
-        request: web.Request,
-        api: str,
-        raw: bytes,
-        body: Any,
-        admitted: bool,
-        fault_code: int | None,
-    ) -> web.Response:
-        traffic = self.traffic.of(api)
-        code, info, fields = self._outcome(request, api, raw, body, admitted, fault_code)
-        traffic.codes[code] += 1
-        return _envelope(code, info, **fields)
 
     def _outcome(
         self,
