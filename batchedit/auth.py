@@ -62,11 +62,6 @@ class SigSource:
         self.generation = 0
         """How many sigs were made so far; tells an answer to an old sig from one to a new."""
 
-    @property
-    def renewable(self) -> bool:
-        """Whether :meth:`regenerate` can make a new sig (only with a secret key)."""
-        return self._key is not None
-
     def current(self) -> str:
         """The UserSig to send now."""
         if self._fixed is not None:

@@ -1,0 +1,87 @@
+"""What a person sees: the progress line, the invalid-line list, and the summary."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from batchedit.outcomes import LatencyHistogram, Outcome, Status, Summary
+from batchedit.progress import SHOWN_INVALID, ConsoleObserver, count_lines
+from batchedit.ratelimit import RateStats
+
+
+def _invalid(line: int) -> Outcome:
+    return Outcome(line, "0", Status.INVALID, None, None, None, info=f"line {line}: blank line")
+
+
+def test_invalid_lines_are_listed_up_to_a_limit() -> None:
+    """The first 20 invalid lines are printed with their reasons, then one 'more' line."""
+    out = io.StringIO()
+    observer = ConsoleObserver(out, None, live=False, quiet=False)
+    for line in range(1, 30):
+        observer.outcome(_invalid(line))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "invalid: line 1: blank line"
+    assert len(lines) == SHOWN_INVALID + 1
+    assert lines[-1] == "invalid: ... more invalid lines; see the results log"
+
+
+def test_quiet_prints_nothing() -> None:
+    """--quiet: no list, no progress."""
+    out = io.StringIO()
+    observer = ConsoleObserver(out, 10, live=True, quiet=True)
+    observer.outcome(_invalid(1))
+    observer.tick(Summary(), 200.0, 0)
+    assert out.getvalue() == ""
+
+
+def test_progress_line_shows_done_rate_eta_and_counts() -> None:
+    """On a terminal the line shows done/total, rate, ETA, ok/failed/invalid/retrying, limit."""
+    out = io.StringIO()
+    observer = ConsoleObserver(out, 100, live=True, quiet=False)
+    summary = Summary()
+    summary.add(Outcome(1, "0", Status.OK, "a", "b", "k", code=0, attempts=1))
+    observer.tick(summary, 180.0, 3)
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[2K1/100 | ")
+    assert "ETA " in text
+    assert "ok 1 failed 0 invalid 0 retrying 3 | limit 180/s" in text
+    observer.finish()
+    assert out.getvalue().endswith("\n")
+
+
+def test_summary_reports_codes_latency_and_adaptation() -> None:
+    """The summary folds outcomes: counts per outcome and code, retries, the rate's cuts."""
+    summary = Summary()
+    for i, (status, code) in enumerate([(Status.OK, 0), (Status.FAILED, 20026), (Status.OK, 0)]):
+        summary.add(Outcome(i, "0", status, "a", "b", "k", code=code, attempts=2, latency=0.01))
+    summary.rate = RateStats(200.0, 12, 3, 145.8)
+    data = summary.as_json()
+    assert data["outcomes"] == {"ok": 2, "failed": 1, "invalid": 0}
+    assert data["error_codes"] == {"0": 2, "20026": 1}
+    assert data["retries"] == 3
+    assert data["latency_ms"]["p50"] == pytest.approx(10, rel=0.03)
+    text = summary.render()
+    assert "rate adapted: 12 throttled replies, 3 cuts, lowest 145.8 of 200 req/s" in text
+    assert not summary.all_ok
+
+
+def test_histogram_percentiles_within_two_percent() -> None:
+    """Latency percentiles come from log buckets 2 % wide."""
+    histogram = LatencyHistogram()
+    for ms in range(1, 1001):
+        histogram.add(ms / 1000)
+    assert histogram.percentile(50) == pytest.approx(0.5, rel=0.02)
+    assert histogram.percentile(99) == pytest.approx(0.99, rel=0.02)
+    assert LatencyHistogram().percentile(50) == 0.0
+
+
+def test_count_lines(tmp_path: Path) -> None:
+    """A last line without a newline still counts."""
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"a\nb\nc")
+    assert count_lines(str(path)) == 3
+    path.write_bytes(b"a\nb\n")
+    assert count_lines(str(path)) == 2
