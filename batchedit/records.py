@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -72,9 +72,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_line(number: int, raw: bytes) -> Item:
+def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
     """Validate one line (without its line ending) as an edit record."""
-    digest = line_digest(raw)
+    digest = digest or line_digest(raw)
 
     def invalid(reason: str, fields: dict[str, Any] | None = None) -> InvalidRecord:
         found = fields or {}
@@ -164,14 +164,28 @@ def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number, raw
 
 
-def read_records(stream: IO[bytes]) -> Iterator[Item]:
-    """Every line of ``stream`` as an :class:`EditRecord` or :class:`InvalidRecord`."""
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A line an earlier run already finished with this content: not parsed unless needed."""
+
+    line: int
+    digest: str
+    raw: bytes
+
+
+def read_records(
+    stream: IO[bytes], done: Callable[[int, str], bool] | None = None
+) -> Iterator[Item | Done]:
+    """Every line of ``stream`` as an :class:`EditRecord` or :class:`InvalidRecord`, or as
+    :class:`Done` where ``done(line, digest)`` says an earlier run finished it (``--resume``:
+    skipping a line then costs a hash, not a parse)."""
     for number, raw in read_lines(stream):
-        if raw is TOO_LONG:
+        digest = line_digest(raw)
+        if done is not None and done(number, digest):
+            yield Done(number, digest, raw)
+        elif raw is TOO_LONG:
             yield InvalidRecord(
-                number,
-                line_digest(raw),
-                f"line {number}: longer than {MAX_LINE_BYTES} bytes, not read",
+                number, digest, f"line {number}: longer than {MAX_LINE_BYTES} bytes, not read"
             )
         else:
-            yield parse_line(number, raw)
+            yield parse_line(number, raw, digest)

@@ -22,7 +22,15 @@ from batchedit.errors import ConfigError
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.ratelimit import AdaptiveLimiter
-from batchedit.records import EditRecord, InvalidRecord, Item, MessageId, read_records
+from batchedit.records import (
+    Done,
+    EditRecord,
+    InvalidRecord,
+    Item,
+    MessageId,
+    parse_line,
+    read_records,
+)
 from batchedit.results import JsonlAppender, ResumeIndex
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunState, Sender, SigGuard, Track
@@ -90,8 +98,8 @@ class RunControl:
         await self._now.wait()
 
 
-def _chunks(stream: IO[bytes]) -> Iterator[list[Item]]:
-    items = read_records(stream)
+def _chunks(stream: IO[bytes], index: ResumeIndex | None) -> Iterator[list[Item | Done]]:
+    items = read_records(stream, index.is_done if index is not None else None)
     while chunk := list(itertools.islice(items, _CHUNK)):
         yield chunk
 
@@ -274,34 +282,40 @@ class _Run:
         )
 
     async def _feed(self, source: IO[bytes], pool: OrderedPool[EditRecord] | None) -> None:
-        chunks = _chunks(source)
-        index = self.index
+        chunks = _chunks(source, self.index)
         redo: set[MessageId] = set()
         while not self.state.stopping:
             chunk = await asyncio.to_thread(next, chunks, None)
             if chunk is None:
                 return
-            for item in chunk:
+            for entry in chunk:
                 if self.state.stopping:
                     return
-                message = item.message if isinstance(item, EditRecord) else None
-                # A done line is redone when an earlier line of its message is: the message
-                # must still end with the last edit of the file.
-                if (
-                    index is not None
-                    and index.is_done(item.line, item.digest)
-                    and (message is None or message not in redo)
-                ):
+                item = self._unless_done(entry, redo)
+                if item is None:
                     self.summary.skipped += 1
-                    continue
-                if isinstance(item, InvalidRecord):
+                elif isinstance(item, InvalidRecord):
                     self.record(_outcome_of(item, Status.INVALID, info=item.reason))
                 elif pool is None:
                     self.record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
                 else:
-                    if index is not None and message is not None:
-                        redo.add(message)
+                    if self.index is not None:
+                        redo.add(item.message)
                     await pool.submit(item)
+
+    @staticmethod
+    def _unless_done(entry: Item | Done, redo: set[MessageId]) -> Item | None:
+        """The item to handle, or ``None`` for a line an earlier run finished.
+
+        A finished line is redone when an earlier line of its message is being redone: the
+        message must still end with the last edit of the file.
+        """
+        if not isinstance(entry, Done):
+            return entry
+        if not redo:
+            return None
+        item = parse_line(entry.line, entry.raw, entry.digest)
+        return item if isinstance(item, EditRecord) and item.message in redo else None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
