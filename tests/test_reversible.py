@@ -279,7 +279,8 @@ async def test_missing_before_image_means_no_edit(
 async def test_reads_and_edits_have_separate_budgets(
     start_emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
-    """A backed-up run at --rate 50 keeps each API within 50 per second on its own."""
+    """A backed-up run at --rate 50 keeps each API within 50 per second on its own, and edits
+    at nearly the full 50 per second while the reads take their own 50."""
     running = await start_emulator(faults=Faults(latency_ms=(1, 5)), rate_limit=50)
     store = running.emulator.store
     for user in ("ann", "bob"):
@@ -298,7 +299,9 @@ async def test_reads_and_edits_have_separate_budgets(
     path = write_edits(tmp_path / "edits.jsonl", edits)
     with path.open("rb") as source:
         summary = await run_batch(
-            source, _config(running, tmp_path, backup=tmp_path / "b.jsonl", rate=50.0)
+            source,
+            # Emulator and client share one loop here: allow it 20 ms of uneven arrival.
+            _config(running, tmp_path, backup=tmp_path / "b.jsonl", rate=50.0, window=1.02),
         )
     assert summary.all_ok
     traffic = running.emulator.traffic
