@@ -200,7 +200,11 @@ def test_rate_compliance_as_the_server_sees_it(
     tmp_path: Path, emulator_process: StartEmulator
 ) -> None:
     """--rate 100 over 2,000 edits: no sliding second at the server holds more than 100
-    arrivals, and the run sustains at least 99 % of the rate."""
+    arrivals, and the run sustains at least 99 % of the rate.
+
+    pytest, the emulator and the run share two cores here, so arrivals get 8 ms of slack
+    (--rate-margin 8) rather than the default 5; `make bench` measures the default at 200/s.
+    """
     state, targets = _seed_state(tmp_path, 2000)
     emulator = emulator_process("--latency-ms", "1-10", state=state)
     edits = [{**t, "CloudCustomData": "x"} for t in targets]
@@ -212,6 +216,8 @@ def test_rate_compliance_as_the_server_sees_it(
         emulator.url,
         "--rate",
         "100",
+        "--rate-margin",
+        "8",
         "--summary-json",
         str(summary_path),
     )
