@@ -1,9 +1,14 @@
 """batchedit: safely rewrite historical one-to-one Tencent Cloud IM messages at scale."""
 
 from batchedit.auth import Secret, SigSource
+from batchedit.backup import undo_edits
 from batchedit.client import ImClient, Reply, RoamMessage, redact, resolve_endpoint
 from batchedit.errors import ApiError, BatchEditError, ConfigError, ErrorClass, classify
-from batchedit.history import iter_history
+from batchedit.history import find_message, iter_history
+from batchedit.outcomes import Outcome, Status, Summary
+from batchedit.plan import Rules, plan_edits
+from batchedit.retry import RetryPolicy
+from batchedit.runner import RunConfig, RunControl, run_batch
 from batchedit.usersig import SigVerdict
 
 __all__ = [
@@ -12,13 +17,24 @@ __all__ = [
     "ConfigError",
     "ErrorClass",
     "ImClient",
+    "Outcome",
     "Reply",
+    "RetryPolicy",
     "RoamMessage",
+    "Rules",
+    "RunConfig",
+    "RunControl",
     "Secret",
     "SigSource",
     "SigVerdict",
+    "Status",
+    "Summary",
     "classify",
+    "find_message",
     "iter_history",
+    "plan_edits",
     "redact",
     "resolve_endpoint",
+    "run_batch",
+    "undo_edits",
 ]
