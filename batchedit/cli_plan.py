@@ -170,8 +170,10 @@ def plan_command(
     preview: int | None,
     conn: Connection,
 ) -> None:
-    """Plan edits from history: read the conversations in PAIRS over a time range and write
-    an edit record for every message the rules change.
+    """Write an edit file from history: one edit per message the rules change.
+
+    Reads the conversations in PAIRS over the time range and writes an edit record for every
+    message that --replace or --set-cloud-custom-data would change.
 
     PAIRS is a CSV of two UserIDs per row (no header) or JSONL: ["a", "b"], {"a": .., "b": ..},
     or any object with From_Account and To_Account (an edit file, --demo-targets output).
