@@ -9,9 +9,8 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 import orjson
@@ -24,7 +23,9 @@ from batchedit.cli_common import (
     EXIT_SOME_FAILED,
     ConfigProblem,
     Connection,
+    F,
     connection_options,
+    with_options,
 )
 from batchedit.cli_plan import plan_command
 from batchedit.emulator.cli import emulator_command
@@ -92,8 +93,6 @@ async def _run_with_signals(
             loop.remove_signal_handler(sig)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 _RUN_OPTIONS = [
     click.option(
         "--results",
@@ -125,9 +124,7 @@ _RUN_OPTIONS = [
 
 
 def _run_options(command: F) -> F:
-    for option in reversed(_RUN_OPTIONS):
-        command = option(command)
-    return command
+    return with_options(_RUN_OPTIONS, command)
 
 
 def _execute(
@@ -143,7 +140,7 @@ def _execute(
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
     # passes would otherwise pause the loop for milliseconds and bunch requests together.
     gc.freeze()
-    observer = ConsoleObserver(sys.stderr, total if live else None, live=live, quiet=quiet)
+    observer = ConsoleObserver(sys.stderr, total, live=live, quiet=quiet)
     try:
         with source:
             summary = asyncio.run(_run_with_signals(source, config, observer))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,6 +147,14 @@ _CONNECTION_OPTIONS = [
 ]
 
 
+def with_options(options: Sequence[Callable[[Any], Any]], command: F) -> F:
+    """``command`` decorated with each of ``options``, in the order listed (as stacked)."""
+    decorated: Any = command
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
 def connection_options(command: F) -> F:
     """Add the connection options; the command receives them as one ``conn`` argument."""
     names = [
@@ -167,6 +175,4 @@ def connection_options(command: F) -> F:
         conn = Connection(**{name: kwargs.pop(name) for name in names})
         return command(*args, conn=conn, **kwargs)
 
-    for option in reversed(_CONNECTION_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return with_options(_CONNECTION_OPTIONS, wrapper)  # type: ignore[return-value]

@@ -16,7 +16,7 @@ import orjson
 
 from batchedit.errors import ConfigError
 
-_DONE = {b"ok": 1, b"invalid": 2}
+_DONE = {"ok": 1, "invalid": 2}
 
 
 class JsonlAppender:
@@ -74,7 +74,7 @@ class ResumeIndex:
                     row = orjson.loads(raw)
                     line = int(row["line"])
                     digest = int(row["hash"], 16)
-                    done = _DONE.get(str(row["outcome"]).encode(), 0)
+                    done = _DONE.get(row["outcome"], 0)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
                 index._set(line, digest, done)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchedit.elements import check_msg_body
-from batchedit.emulator.store import UINT32_MAX, Message, Store, UnknownKey
+from batchedit.emulator.store import Message, Store, UnknownKey
+from batchedit.history import UINT32_MAX
 
 Answer = dict[str, Any]
 

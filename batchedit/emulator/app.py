@@ -11,18 +11,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from batchedit import usersig
+from batchedit.elements import MAX_BODY_BYTES
 from batchedit.emulator.apis import Apis, Refusal
 from batchedit.emulator.faults import FaultInjector, Faults
-from batchedit.emulator.store import UINT32_MAX, Store
+from batchedit.emulator.store import Store
 from batchedit.emulator.traffic import Traffic
-
-MAX_BODY_BYTES: Final = 8192
+from batchedit.history import UINT32_MAX
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from batchedit.emulator.store import UINT32_MAX, Message, Store
+from batchedit.emulator.store import Message, Store
+from batchedit.history import UINT32_MAX
 
 _PHRASES = (
     "see you at the station at {h}",
