@@ -1,15 +1,16 @@
 """batchedit: safely rewrite historical one-to-one Tencent Cloud IM messages at scale."""
 
-from batchedit.auth import Secret, SigSource
 from batchedit.backup import undo_edits
-from batchedit.client import ImClient, Reply, RoamMessage, redact, resolve_endpoint
-from batchedit.errors import ApiError, BatchEditError, ConfigError, ErrorClass, classify
-from batchedit.history import find_message, iter_history
+from batchedit.im.auth import Secret, SigSource
+from batchedit.im.client import ImClient, Reply, RoamMessage, redact, resolve_endpoint
+from batchedit.im.errors import ApiError, ConfigError, ErrorClass, classify
+from batchedit.im.errors import ImError as BatchEditError
+from batchedit.im.history import find_message, iter_history
+from batchedit.im.usersig import SigVerdict
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.plan import Rules, plan_edits
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig, RunControl, run_batch
-from batchedit.usersig import SigVerdict
 
 __all__ = [
     "ApiError",

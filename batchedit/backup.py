@@ -16,9 +16,9 @@ from typing import IO, Any
 
 import orjson
 
-from batchedit.client import RoamMessage
-from batchedit.errors import ApiError, ConfigError
-from batchedit.history import find_message
+from batchedit.im.client import RoamMessage
+from batchedit.im.errors import ApiError, ConfigError
+from batchedit.im.history import find_message
 from batchedit.outcomes import Status
 from batchedit.records import EditRecord, MessageId
 from batchedit.results import JsonlAppender

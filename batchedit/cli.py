@@ -29,7 +29,7 @@ from batchedit.cli_common import (
 )
 from batchedit.cli_plan import plan_command
 from batchedit.emulator.cli import emulator_command
-from batchedit.errors import BatchEditError, ConfigError
+from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
 from batchedit.progress import ConsoleObserver, count_lines
 from batchedit.runner import RunConfig, RunControl, run_batch
@@ -144,7 +144,7 @@ def _execute(
     try:
         with source:
             summary = asyncio.run(_run_with_signals(source, config, observer))
-    except BatchEditError as exc:
+    except ImError as exc:
         raise ConfigProblem(str(exc)) from None
     observer.finish()
     click.echo(summary.render(), err=True)

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
-from batchedit.auth import Secret, SigSource
-from batchedit.client import resolve_endpoint
-from batchedit.errors import ConfigError
+from batchedit.im.auth import Secret, SigSource, read_secret_key
+from batchedit.im.client import resolve_endpoint
+from batchedit.im.errors import ConfigError
 from batchedit.retry import RetryPolicy
 
 EXIT_OK = 0
@@ -27,20 +27,6 @@ class ConfigProblem(click.ClickException):
     """A configuration error: exit 2, nothing was sent."""
 
     exit_code = EXIT_CONFIG
-
-
-def read_secret_key(secret_key_file: Path | None) -> Secret | None:
-    """The secret key from ``--secret-key-file`` or else ``TIM_SECRET_KEY``; ``None`` if neither."""
-    if secret_key_file is not None:
-        try:
-            text = secret_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the secret key file: {exc.strerror}") from None
-        if not text:
-            raise ConfigError(f"the secret key file {secret_key_file} is empty")
-        return Secret(text)
-    value = os.environ.get("TIM_SECRET_KEY", "").strip()
-    return Secret(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from batchedit.cli_common import (
     Connection,
     connection_options,
 )
-from batchedit.client import ImClient, RoamMessage
-from batchedit.errors import ConfigError
+from batchedit.im.client import ImClient, RoamMessage
+from batchedit.im.errors import ConfigError
 from batchedit.plan import (
     BadPair,
     PlanStats,

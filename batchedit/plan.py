@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from batchedit.client import Caller, RoamMessage
-from batchedit.errors import ApiError, ConfigError
-from batchedit.history import iter_history
+from batchedit.im.client import Caller, RoamMessage
+from batchedit.im.errors import ApiError, ConfigError
+from batchedit.im.history import iter_history
 
 TEMPLATE_FIELDS = ("MsgKey", "From_Account", "To_Account", "MsgTimeStamp", "CloudCustomData")
 """The ``$names`` a ``--set-cloud-custom-data`` template may use."""

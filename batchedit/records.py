@@ -15,7 +15,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from batchedit.elements import MAX_BODY_BYTES, check_msg_body
+from batchedit.im.elements import MAX_BODY_BYTES, check_msg_body
 
 FIELDS: Final = ("From_Account", "To_Account", "MsgKey", "MsgBody", "CloudCustomData")
 MAX_LINE_BYTES: Final = 64 * 1024

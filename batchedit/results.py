@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from batchedit.errors import ConfigError
+from batchedit.im.errors import ConfigError
 
 _DONE = {"ok": 1, "invalid": 2}
 

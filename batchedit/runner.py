@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from batchedit.auth import SigSource
 from batchedit.backup import BeforeImages
-from batchedit.client import MODIFY, ImClient
-from batchedit.errors import ConfigError
+from batchedit.im.auth import SigSource
+from batchedit.im.client import MODIFY, ImClient
+from batchedit.im.errors import ConfigError
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.ratelimit import AdaptiveLimiter

@@ -1,7 +1,7 @@
 """Sending one request until it has a final answer: rate limit, retries, UserSig renewal, stop.
 
 Every HTTP attempt, retries included, takes a grant from the limiter; waiting between retries
-happens outside the limiter. What each answer means comes from :mod:`batchedit.errors`.
+happens outside the limiter. What each answer means comes from :mod:`batchedit.im.errors`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from batchedit.auth import SigSource
-from batchedit.client import ImClient, Reply
-from batchedit.errors import ErrorClass, fatal_reason
+from batchedit.im.auth import SigSource
+from batchedit.im.client import ImClient, Reply
+from batchedit.im.errors import ErrorClass, fatal_reason
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.retry import RetryPolicy
 
@@ -94,7 +94,7 @@ class Sender:
         self._on_send = on_send
 
     async def call(self, api: str, body: Mapping[str, Any]) -> Reply:
-        """A :data:`~batchedit.client.Caller`: the final answer after retries.
+        """A :data:`~batchedit.im.client.Caller`: the final answer after retries.
 
         When the run stopped before the first attempt, the answer has no code and says so.
         """

@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchedit import ImClient, Secret, SigSource, usersig
+from batchedit import ImClient, Secret, SigSource
+from batchedit.im import usersig
 from batchedit.records import line_digest
 
 SDKAPPID = 1400000000

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchedit import usersig
 from batchedit.cli import main
 from batchedit.emulator import Store
+from batchedit.im import usersig
 from tests.conftest import EmulatorProcess, cli_env
 from tests.helpers import (
     SECRET,

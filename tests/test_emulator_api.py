@@ -7,7 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from batchedit import ImClient, usersig
+from batchedit import ImClient
+from batchedit.im import usersig
 from tests.conftest import ClientFactory, EmulatorFactory, Running
 from tests.helpers import ADMIN, SDKAPPID, SECRET, text_body
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchedit.errors import CODE_CLASSES, ErrorClass, classify
+from batchedit.im.errors import CODE_CLASSES, ErrorClass, classify
 
 # Spec section 8, "Classification summary for the bulk-edit tool", copied list by list.
 SPEC_RATE_LIMITED = [60007, 60011, 60018, 60019]

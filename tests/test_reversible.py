@@ -17,8 +17,8 @@ import pytest
 from batchedit import ImClient, Secret, SigSource
 from batchedit.backup import undo_edits
 from batchedit.cli import exit_code_for
-from batchedit.client import RoamMessage
 from batchedit.emulator import Faults, Message, Store
+from batchedit.im.client import RoamMessage
 from batchedit.plan import BadPair, Rules, parse_template, parse_when, plan_edits, read_pairs
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig, run_batch

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from batchedit import Secret, SigSource, usersig
+from batchedit import Secret, SigSource
 from batchedit.emulator import Faults, Message
+from batchedit.im import usersig
 from batchedit.outcomes import Outcome, Summary
 from batchedit.retry import RetryPolicy
 from batchedit.runner import Observer, RunConfig, RunControl, run_batch

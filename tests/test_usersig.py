@@ -11,8 +11,8 @@ import TLSSigAPIv2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchedit import usersig
-from batchedit.usersig import SigVerdict
+from batchedit.im import usersig
+from batchedit.im.usersig import SigVerdict
 
 DEMO_KEY = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
 T0 = 1700000000

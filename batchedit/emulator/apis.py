@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchedit.elements import check_msg_body
 from batchedit.emulator.store import Message, Store, UnknownKey
-from batchedit.history import UINT32_MAX
+from batchedit.im.elements import check_msg_body
+from batchedit.im.history import UINT32_MAX
 
 Answer = dict[str, Any]
 

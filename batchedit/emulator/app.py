@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchedit import usersig
-from batchedit.elements import MAX_BODY_BYTES
 from batchedit.emulator.apis import Apis, Refusal
 from batchedit.emulator.faults import FaultInjector, Faults
 from batchedit.emulator.store import Store
 from batchedit.emulator.traffic import Traffic
-from batchedit.history import UINT32_MAX
+from batchedit.im import usersig
+from batchedit.im.elements import MAX_BODY_BYTES
+from batchedit.im.history import UINT32_MAX
 
 
 @dataclass(slots=True)

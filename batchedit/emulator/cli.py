@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 import orjson
 
-from batchedit.cli_common import read_secret_key
 from batchedit.emulator.app import Emulator, EmulatorConfig
 from batchedit.emulator.demo import seed_demo
 from batchedit.emulator.faults import Faults
 from batchedit.emulator.server import serve
 from batchedit.emulator.store import Store
-from batchedit.errors import ConfigError
+from batchedit.im.auth import read_secret_key
+from batchedit.im.errors import ConfigError
 
 
 def _range_ms(text: str) -> tuple[float, float]:

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from batchedit.emulator.store import Message, Store
-from batchedit.history import UINT32_MAX
+from batchedit.im.history import UINT32_MAX
 
 _PHRASES = (
     "see you at the station at {h}",

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from batchedit.history import UINT32_MAX
+from batchedit.im.history import UINT32_MAX
 
 PAGE_BYTES: Final = 13 * 1024
 """Size budget of one ``admin_getroammsg`` answer's MsgList (spec section 3: "currently 13 KB")."""

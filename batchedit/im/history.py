@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from batchedit.client import ROAM, Caller, RoamMessage, roam_query
-from batchedit.errors import ApiError
+from batchedit.im.client import ROAM, Caller, RoamMessage, roam_query
+from batchedit.im.errors import ApiError
 
 UINT32_MAX: Final = 2**32 - 1
 PLAUSIBLE_TIMES: Final = (946_684_800, 4_102_444_800)

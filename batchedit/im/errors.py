@@ -130,15 +130,18 @@ def classify(code: int | None, http_status: int | None = 200) -> ErrorClass:
     return CODE_CLASSES.get(code, _P)
 
 
-class BatchEditError(Exception):
-    """Base of every error batchedit raises on purpose; its message is safe to show."""
+class ImError(Exception):
+    """Base of every error raised on purpose (batchedit re-exports it as ``BatchEditError``).
+
+    Its message is safe to show: it never holds a secret key or a UserSig.
+    """
 
 
-class ConfigError(BatchEditError):
+class ConfigError(ImError):
     """The run cannot start: a setting is missing or wrong. Nothing was sent."""
 
 
-class ApiError(BatchEditError):
+class ApiError(ImError):
     """A call that the caller cannot continue without failed."""
 
     def __init__(self, api: str, code: int | None, info: str) -> None:

@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from batchedit.auth import SigSource
-from batchedit.errors import ConfigError, ErrorClass, classify
+from batchedit.im.auth import SigSource
+from batchedit.im.errors import ConfigError, ErrorClass, classify
 
 REGIONS: Final[Mapping[str, str]] = {
     "china": "console.tim.qq.com",
@@ -110,7 +110,7 @@ class Reply:
 
     @property
     def error_class(self) -> ErrorClass:
-        """What the answer means for a retrying caller (see :mod:`batchedit.errors`)."""
+        """What the answer means for a retrying caller (see :mod:`batchedit.im.errors`)."""
         return classify(self.code, self.http_status)
 
 

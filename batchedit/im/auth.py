@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from batchedit import usersig
-from batchedit.errors import ConfigError
+from batchedit.im import usersig
+from batchedit.im.errors import ConfigError
 
 
 class Secret:
@@ -28,6 +30,20 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def read_secret_key(secret_key_file: Path | None) -> Secret | None:
+    """The secret key from ``--secret-key-file`` or else ``TIM_SECRET_KEY``; ``None`` if neither."""
+    if secret_key_file is not None:
+        try:
+            text = secret_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret key file: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"the secret key file {secret_key_file} is empty")
+        return Secret(text)
+    value = os.environ.get("TIM_SECRET_KEY", "").strip()
+    return Secret(value) if value else None
 
 
 class SigSource:
