@@ -127,14 +127,7 @@ def _run_options(command: F) -> F:
     return with_options(_RUN_OPTIONS, command)
 
 
-def _execute(
-    source: IO[bytes],
-    config: RunConfig,
-    *,
-    quiet: bool,
-    summary_json: Path | None,
-    total: int | None,
-) -> None:
+def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | None) -> None:
     """Run, print the summary, write ``--summary-json``, exit with the run's status."""
     live = sys.stderr.isatty()
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
@@ -152,8 +145,14 @@ def _execute(
         click.echo(f"  results: {config.results}", err=True)
     if config.backup is not None:
         click.echo(f"  backup: {config.backup} (undo: batchedit undo {config.backup})", err=True)
-    if summary_json is not None:
-        summary_json.write_bytes(orjson.dumps(summary.as_json(), option=orjson.OPT_INDENT_2))
+    if config.summary_json is not None:
+        try:
+            config.summary_json.write_bytes(
+                orjson.dumps(summary.as_json(), option=orjson.OPT_INDENT_2)
+            )
+        except OSError as exc:
+            problem = f"cannot write --summary-json {config.summary_json}: {exc.strerror}"
+            click.echo(problem, err=True)
     sys.exit(exit_code_for(summary))
 
 
@@ -217,6 +216,7 @@ def run(
             dry_run=dry_run,
             backup=backup,
             force=force,
+            summary_json=summary_json,
         )
         source = sys.stdin.buffer if str(edits) == "-" else _open(edits)
     except ConfigError as exc:
@@ -225,7 +225,7 @@ def run(
     with contextlib.suppress(OSError, ValueError):
         if source is not sys.stdin.buffer and stat.S_ISREG(os.fstat(source.fileno()).st_mode):
             total = count_lines(str(edits)) if sys.stderr.isatty() else None
-    _execute(source, config, quiet=quiet, summary_json=summary_json, total=total)
+    _execute(source, config, quiet=quiet, total=total)
 
 
 @main.command(epilog=EXIT_STATUS_HELP)
@@ -251,11 +251,19 @@ def undo(
     BACKUP. --results is required.
     """
     try:
-        config = _config(conn, results, breaker=breaker, grace=grace, resume=resume)
+        config = _config(
+            conn,
+            results,
+            breaker=breaker,
+            grace=grace,
+            resume=resume,
+            summary_json=summary_json,
+            read_from=backup,
+        )
         source = undo_edits(backup)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    _execute(source, config, quiet=quiet, summary_json=summary_json, total=None)
+    _execute(source, config, quiet=quiet, total=None)
 
 
 def _open(path: Path) -> IO[bytes]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from batchedit.im.auth import Secret, SigSource, read_secret_key
 from batchedit.im.client import resolve_endpoint
@@ -158,7 +159,20 @@ def connection_options(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["region"], kwargs["base_url"] = _one_endpoint(kwargs["region"], kwargs["base_url"])
         conn = Connection(**{name: kwargs.pop(name) for name in names})
         return command(*args, conn=conn, **kwargs)
 
     return with_options(_CONNECTION_OPTIONS, wrapper)  # type: ignore[return-value]
+
+
+def _one_endpoint(region: str | None, base_url: str | None) -> tuple[str | None, str | None]:
+    """The endpoint setting to use: a flag wins over the environment; two at one level clash."""
+    if not (region and base_url):
+        return region, base_url
+    source = click.get_current_context().get_parameter_source
+    region_flag = source("region") is ParameterSource.COMMANDLINE
+    if region_flag != (source("base_url") is ParameterSource.COMMANDLINE):
+        return (region, None) if region_flag else (None, base_url)
+    both = "--region and --base-url" if region_flag else "TIM_REGION and TIM_BASE_URL"
+    raise ConfigProblem(f"{both} are both set; give one endpoint")

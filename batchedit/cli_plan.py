@@ -32,6 +32,7 @@ from batchedit.plan import (
     plan_edits,
     read_pairs,
 )
+from batchedit.preflight import check_plan_files, start_lines
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.sender import RunState, Sender, SigGuard
 
@@ -62,6 +63,7 @@ def render_change(edit: dict[str, Any], before: RoamMessage) -> str:
 
 async def _plan(
     conn: Connection,
+    source: Path,
     pairs: list[tuple[str, str]],
     since: int,
     until: int,
@@ -72,6 +74,8 @@ async def _plan(
 ) -> RunState:
     state = RunState()
     sig = conn.sig()
+    for line in start_lines(conn.endpoint(), sig, str(source), conn.rate, conn.concurrency):
+        click.echo(line, err=True)
     limiter = AdaptiveLimiter(conn.rate, window=conn.window) if conn.rate else None
     reads = [0]
     shown = [0]
@@ -187,6 +191,8 @@ def plan_command(
     try:
         if (output is None) == (preview is None):
             raise ConfigError("give exactly one of --output FILE and --preview N")
+        if output is not None:
+            check_plan_files(pairs, output)
         compiled = []
         for pattern, replacement in replacements:
             try:
@@ -213,7 +219,9 @@ def plan_command(
     started = time.monotonic()
     out = partial.open("wb") if partial else None
     try:
-        state = asyncio.run(_plan(conn, conversations, start, end, rules, out, preview or 0, stats))
+        state = asyncio.run(
+            _plan(conn, pairs, conversations, start, end, rules, out, preview or 0, stats)
+        )
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
     finally:

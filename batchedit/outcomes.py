@@ -98,6 +98,9 @@ class Summary:
     """``admin_getroammsg`` requests made for before-images."""
     sent_records: int = 0
     skipped: int = 0
+    """Lines ``--resume`` skipped because an earlier run finished them (ok or invalid)."""
+    skipped_invalid: int = 0
+    """Of ``skipped``, the lines whose earlier outcome was ``invalid``: never applied."""
     elapsed: float = 0.0
     first_send: float | None = None
     last_send: float | None = None
@@ -106,6 +109,11 @@ class Summary:
     stopped: str | None = None
     """``None`` for a complete run; else ``fatal``, ``breaker`` or ``interrupted``."""
     reason: str = ""
+    unsent: int = 0
+    """Lines a stopped run left without an outcome; ``--resume`` sends them."""
+    unsent_after: int | None = None
+    """Set when the input could not be read to its end (a pipe): the last line read, after
+    which every line was left unsent too."""
     dry_run: bool = False
 
     def add(self, outcome: Outcome) -> None:
@@ -144,8 +152,9 @@ class Summary:
 
     @property
     def all_ok(self) -> bool:
-        """Every line of this run (and every skipped one) ended ``ok``."""
-        return self.stopped is None and self.statuses["failed"] + self.statuses["invalid"] == 0
+        """Every line's final outcome is ``ok``: those of this run, and those it skipped."""
+        bad = self.statuses["failed"] + self.statuses["invalid"] + self.skipped_invalid
+        return self.stopped is None and bad == 0
 
     def as_json(self) -> dict[str, Any]:
         """``--summary-json``."""
@@ -154,6 +163,10 @@ class Summary:
             "outcomes": {s.value: self.statuses[s.value] for s in Status},
             "error_codes": dict(sorted(self.codes.items())),
             "skipped_by_resume": self.skipped,
+            "skipped_by_earlier_outcome": {
+                "ok": self.skipped - self.skipped_invalid,
+                "invalid": self.skipped_invalid,
+            },
             "attempts": self.attempts,
             "retries": self.retries,
             "history_reads": self.reads,
@@ -172,6 +185,8 @@ class Summary:
             },
             "stopped": self.stopped,
             "reason": self.reason,
+            "never_sent": self.unsent,
+            "never_sent_after_line": self.unsent_after,
             "dry_run": self.dry_run,
         }
 
@@ -183,7 +198,12 @@ class Summary:
             "batchedit summary" + (" (dry run: nothing sent)" if self.dry_run else ""),
             f"  outcomes: ok {outcomes['ok']}, failed {outcomes['failed']}, "
             f"invalid {outcomes['invalid']}"
-            + (f"; skipped (already done) {self.skipped}" if self.skipped else ""),
+            + (
+                f"; skipped (done before): ok {self.skipped - self.skipped_invalid}, "
+                f"invalid {self.skipped_invalid}"
+                if self.skipped
+                else ""
+            ),
         ]
         if self.codes:
             codes = ", ".join(f"{code}: {n}" for code, n in data["error_codes"].items())
@@ -207,4 +227,17 @@ class Summary:
                 )
         if self.stopped is not None:
             lines.append(f"  STOPPED ({self.stopped}): {self.reason}")
+            if not self.dry_run:
+                lines.append(self._unsent_line())
         return "\n".join(lines)
+
+    def _unsent_line(self) -> str:
+        rest = (
+            f", and every line after line {self.unsent_after} (not read)"
+            if self.unsent_after is not None
+            else ""
+        )
+        return (
+            f"  never sent: {self.unsent} lines{rest}; run the same command with --resume "
+            "to continue"
+        )

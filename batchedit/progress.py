@@ -37,6 +37,10 @@ class ConsoleObserver:
             self._clear()
             print("invalid: ... more invalid lines; see the results log", file=self._stream)
 
+    def notice(self, line: str) -> None:
+        """Print a line before the run starts (the start line, a warning), even when quiet."""
+        print(line, file=self._stream)
+
     def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
         """Redraw the progress line."""
         if not self._live:

@@ -98,5 +98,9 @@ class ResumeIndex:
             and self._digests[line] == int(digest, 16)
         )
 
+    def was_invalid(self, line: int) -> bool:
+        """Whether ``line``'s earlier final outcome was ``invalid`` (never applied)."""
+        return 0 < line < len(self._done) and self._done[line] == _DONE["invalid"]
+
     def __len__(self) -> int:
         return sum(1 for d in self._done if d)

@@ -21,6 +21,7 @@ from batchedit.im.client import MODIFY, ImClient
 from batchedit.im.errors import ConfigError
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
+from batchedit.preflight import check_run_files, count_rest, start_lines
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.records import (
     Done,
@@ -65,6 +66,11 @@ class RunConfig:
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False
     """With ``backup``: send edits that would change nothing, too."""
+    summary_json: Path | None = None
+    """Where the caller writes the summary as JSON; checked with the run's files before the run."""
+    read_from: Path | None = None
+    """The file the input was made from when it is not read directly (undo's BACKUP), for the
+    run-file rules and the start line."""
 
 
 class Observer(Protocol):
@@ -75,6 +81,9 @@ class Observer(Protocol):
 
     def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
         """Periodic progress: the summary so far, the rate in force, records waiting to retry."""
+
+    def notice(self, line: str) -> None:
+        """A line to show before the first request: the start line, or a warning."""
 
 
 class RunControl:
@@ -139,13 +148,28 @@ async def run_batch(
 
     Each line gets exactly one outcome in ``config.results`` (not written on a dry run, which
     only validates and sends nothing); a run that stops early (fatal answer, circuit breaker,
-    interruption) leaves the unsent lines for ``--resume`` and says why in ``Summary.stopped``
-    and ``Summary.reason``.
+    interruption) leaves the unsent lines for ``--resume``, says why in ``Summary.stopped`` and
+    ``Summary.reason``, and counts them in ``Summary.unsent``. A run whose files break the rules
+    of :mod:`batchedit.preflight` raises :class:`ConfigError` before anything is sent or written.
     """
     if config.dry_run:
         config = dataclasses.replace(config, sig=None, backup=None)
     elif config.results is None or config.sig is None:
         raise ConfigError("a real run needs a results file and credentials")
+    check_run_files(
+        config.read_from or source,
+        input_role="BACKUP" if config.read_from else "EDITS",
+        results=None if config.dry_run else config.results,
+        backup=config.backup,
+        summary_json=config.summary_json,
+        resume=config.resume,
+    )
+    if observer is not None and config.sig is not None:
+        name = config.read_from or getattr(source, "name", None) or "-"
+        for line in start_lines(
+            config.endpoint, config.sig, str(name), config.rate, config.concurrency
+        ):
+            observer.notice(line)
     run = _Run(config, observer, control or RunControl())
     started = time.monotonic()
     try:
@@ -156,6 +180,12 @@ async def run_batch(
         summary.rate = run.limiter.stats() if run.limiter else None
         summary.stopped = run.state.stopped
         summary.reason = run.state.reason
+    if summary.stopped is not None:
+        # The reader stopped at a line boundary and is done: the rest of the input is unread.
+        rest = count_rest(source)
+        read = run.lines_read + (rest or 0)
+        summary.unsent = read - summary.total - summary.skipped
+        summary.unsent_after = run.lines_read if rest is None else None
     return summary
 
 
@@ -174,6 +204,8 @@ class _Run:
         self._results: JsonlAppender | None = None
         self._sender: Sender | None = None
         self._before: BeforeImages | None = None
+        self.lines_read = 0
+        """The number of the last input line read so far."""
 
     def _limiter(self) -> AdaptiveLimiter | None:
         rate = self.config.rate
@@ -288,12 +320,15 @@ class _Run:
             chunk = await asyncio.to_thread(next, chunks, None)
             if chunk is None:
                 return
+            self.lines_read = chunk[-1].line
             for entry in chunk:
                 if self.state.stopping:
                     return
                 item = self._unless_done(entry, redo)
                 if item is None:
                     self.summary.skipped += 1
+                    if self.index is not None and self.index.was_invalid(entry.line):
+                        self.summary.skipped_invalid += 1
                 elif isinstance(item, InvalidRecord):
                     self.record(_outcome_of(item, Status.INVALID, info=item.reason))
                 elif pool is None:

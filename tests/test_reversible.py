@@ -269,7 +269,14 @@ async def test_missing_before_image_means_no_edit(
     assert exit_code_for(summary) == 1
     with path.open("rb") as source:
         forced = await run_batch(
-            source, _config(running, tmp_path, backup=tmp_path / "b.jsonl", force=True)
+            source,
+            _config(
+                running,
+                tmp_path,
+                results=tmp_path / "forced.jsonl",
+                backup=tmp_path / "forced-backup.jsonl",
+                force=True,
+            ),
         )
     assert forced.statuses["ok"] == 1
     assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == 1

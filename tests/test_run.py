@@ -64,6 +64,9 @@ class _InterruptAfter:
     def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
         """Progress is not watched here."""
 
+    def notice(self, line: str) -> None:
+        """The start line is not watched here."""
+
 
 def _ccd_edits(targets: list[dict[str, str]], tag: str = "edited") -> list[dict[str, Any]]:
     return [{**t, "CloudCustomData": f"{tag} {i}"} for i, t in enumerate(targets)]

@@ -42,6 +42,12 @@ def _key_codes(pairs: tuple[str, ...]) -> dict[str, int]:
 _RATE = click.FloatRange(0, 1)
 
 
+class _Refused(click.ClickException):
+    """A request the emulator will not serve: exit 2, nothing written."""
+
+    exit_code = 2
+
+
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=5080, show_default=True, help="Port to bind (0: any free one).")
@@ -129,7 +135,13 @@ def emulator_command(
         raise click.ClickException(str(exc)) from None
     if key is None:
         raise click.ClickException("no secret key: set TIM_SECRET_KEY or pass --secret-key-file")
-    store = Store.load(state.read_bytes().splitlines()) if state and state.exists() else Store()
+    saved = state.read_bytes() if state and state.exists() else b""
+    if demo_data and saved.strip():
+        raise _Refused(
+            f"--state {state} already holds data, and --demo-data would add {demo_data} more "
+            "messages to it; give a new --state file, or leave out --demo-data to serve it as it is"
+        )
+    store = Store.load(saved.splitlines())
     config = EmulatorConfig(
         sdkappid=sdkappid,
         secret_key=key.reveal(),
@@ -152,8 +164,15 @@ def emulator_command(
         fail_first=fail_first,
     )
     emu = Emulator(config, store=store, faults=faults)
-    if demo_data:
-        targets = seed_demo(store, demo_data, seed, int(time.time()))
-        if demo_targets is not None:
+    targets = seed_demo(store, demo_data, seed, int(time.time())) if demo_data else []
+
+    def listening(line: str) -> None:
+        # Only once the port is bound: an emulator that cannot start leaves no files behind.
+        if demo_targets is not None and demo_data:
             demo_targets.write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in targets))
-    asyncio.run(serve(emu, host, port, lambda line: click.echo(line, err=True)))
+        click.echo(line, err=True)
+
+    try:
+        asyncio.run(serve(emu, host, port, listening))
+    except ConfigError as exc:
+        raise _Refused(str(exc)) from None

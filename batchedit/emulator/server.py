@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 from collections.abc import Callable
 
 from aiohttp import web
 
 from batchedit.emulator.app import Emulator
+from batchedit.im.errors import ConfigError
 
 
 async def serve(
@@ -18,7 +20,8 @@ async def serve(
     """Serve on ``host:port`` (port 0 picks a free one) until SIGINT/SIGTERM, then save state.
 
     ``announce`` receives one line, ``emulator listening on http://HOST:PORT``, once the socket is
-    bound, so a parent process can read the port.
+    bound, so a parent process can read the port. A port that cannot be bound raises
+    :class:`ConfigError` and saves nothing.
     """
     # Everything loaded so far lives as long as the server: keep it out of the cyclic GC, whose
     # full passes over a large store would stall request handling for milliseconds at a time.
@@ -26,8 +29,14 @@ async def serve(
     runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
-        await site.start()
+        await web.TCPSite(runner, host, port, shutdown_timeout=1.0).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason}; pick another --port (0: any free one)"
+        ) from None
+    try:
         bound = runner.addresses[0][1]
         announce(f"emulator listening on http://{host}:{bound}")
         stop = asyncio.Event()

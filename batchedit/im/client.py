@@ -46,12 +46,26 @@ def redact(text: str) -> str:
 
 
 def resolve_endpoint(region: str | None = None, base_url: str | None = None) -> str:
-    """The base URL (scheme and host, no path) from a region name or an explicit URL."""
+    """The base URL from a region name or an explicit URL.
+
+    An explicit URL keeps its path (a reverse proxy at ``https://proxy.example.com/tim`` gets
+    ``/tim/v4/...``); one with credentials, a query, a fragment or a ``v4`` path segment is
+    refused rather than cut, since requests would not go where it says.
+    """
     if base_url:
         url = URL(base_url)
+        if url.user is not None or url.password is not None:
+            raise ConfigError("base URL must not hold credentials (user:password@)")
         if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"base URL must look like https://host[:port], got {base_url!r}")
-        return str(url.with_path("").with_query(None)).rstrip("/")
+            raise ConfigError(
+                f"base URL must look like https://host[:port], got {redact(base_url)!r}"
+            )
+        if url.query_string or url.fragment or "v4" in url.parts:
+            raise ConfigError(
+                f"base URL must be https://host[:port][/path] without /v4, a query or a fragment "
+                f"(batchedit adds /v4/... itself), got {redact(base_url)!r}"
+            )
+        return str(url).rstrip("/")
     if region:
         host = REGIONS.get(region.lower())
         if host is None:
