@@ -20,6 +20,7 @@ from batchedit import Secret, SigSource, resolve_endpoint, run_batch
 from batchedit.cli import main
 from batchedit.emulator import Emulator, EmulatorConfig, Store
 from batchedit.im.errors import ConfigError
+from batchedit.preflight import check_plan_files, check_writable, start_lines
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig
 from tests.conftest import EmulatorProcess, ServerFactory, cli_env, secret_file
@@ -460,3 +461,33 @@ def test_emulator_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
     )
     assert not state.exists()
     assert not targets.exists()
+
+
+def test_an_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """An output path naming a directory is refused by name before the run starts."""
+    with pytest.raises(ConfigError) as caught:
+        check_writable("RESULTS", tmp_path)
+    assert str(caught.value) == f"cannot write RESULTS {tmp_path}: it is a directory"
+
+
+def test_plan_partial_file_may_not_be_its_input(tmp_path: Path) -> None:
+    """plan writes FILE.partial first: a PAIRS named so is refused too."""
+    pairs = tmp_path / "edits.jsonl.partial"
+    pairs.write_text("a,b\n")
+    with pytest.raises(ConfigError) as caught:
+        check_plan_files(pairs, tmp_path / "edits.jsonl")
+    assert str(caught.value) == (
+        f"PAIRS and --output's .partial file are the same file ({pairs}); "
+        "give each a file of its own"
+    )
+
+
+def test_no_rate_limit_gets_a_warning_too() -> None:
+    """--rate 0 (no limit) is warned about with the documented limit, like a rate above it."""
+    sig = SigSource(SDKAPPID, ADMIN, secret_key=Secret(SECRET))
+    assert start_lines("https://proxy.example.com/tim", sig, "-", None, 8) == [
+        "warning: no rate limit; the documented limit is 200 requests per second per API, and "
+        "the service answers the excess with 60007",
+        f"start: endpoint proxy.example.com/tim, SDKAppID {SDKAPPID}, admin {ADMIN}, input -, "
+        "rate unlimited, concurrency 8",
+    ]
