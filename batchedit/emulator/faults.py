@@ -11,11 +11,71 @@ import dataclasses
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 DEFAULT_TRANSIENT_CODES = (20004, 20005, 91000, 90992, 20028)
+MAX_DELAY_SECONDS: Final = 86400.0
+"""Longest delay a knob may ask for."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"expected a number from {low:g} to {high:g}, got {_shown(value)}")
+    return float(value)
+
+
+def _integer(value: Any, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        shown = "an integer" if low is None else f"an integer >= {low}"
+        raise ValueError(f"expected {shown}, got {_shown(value)}")
+    return value
+
+
+def _rate(value: Any) -> float:
+    return _number(value, 0.0, 1.0)
+
+
+def _codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a non-empty array of codes, got {_shown(value)}")
+    return tuple(_integer(code) for code in value)
+
+
+def _range_ms(value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"expected [MIN, MAX] in milliseconds, got {_shown(value)}")
+    low, high = (_number(v, 0.0, MAX_DELAY_SECONDS * 1000) for v in value)
+    if low > high:
+        raise ValueError(f"expected MIN <= MAX, got {_shown(value)}")
+    return low, high
+
+
+def _key_codes(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object of MsgKey: code, got {_shown(value)}")
+    return {key: _integer(code) for key, code in value.items()}
+
+
+_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "transient_rate": _rate,
+    "transient_codes": _codes,
+    "throttle_rate": _rate,
+    "http_502_rate": _rate,
+    "latency_ms": _range_ms,
+    "slow_rate": _rate,
+    "slow_seconds": lambda v: _number(v, 0.0, MAX_DELAY_SECONDS),
+    "drop_rate": _rate,
+    "key_codes": _key_codes,
+    "fail_first": lambda v: _integer(v, 0),
+    "fail_first_code": _integer,
+}
 
 
 @dataclass(slots=True)
@@ -42,17 +102,23 @@ class Faults:
     """The first this many requests (of any API) are answered with ``fail_first_code``."""
     fail_first_code: int = 20005
 
-    def update(self, changes: Mapping[str, Any]) -> None:
-        """Apply a partial update (the control endpoint's body); unknown names: ``KeyError``."""
-        names = {f.name for f in dataclasses.fields(self)}
+    def update(self, changes: Any) -> None:
+        """Apply a partial update (the control endpoint's parsed body), all or nothing.
+
+        ``ValueError`` names the first unknown knob or ill-typed value; nothing changes then.
+        """
+        if not isinstance(changes, dict):
+            raise ValueError(f"expected an object of knobs, got {_shown(changes)}")
+        parsed = {}
         for name, given in changes.items():
-            if name not in names:
-                raise KeyError(name)
-            value = given
-            if name in ("transient_codes", "latency_ms"):
-                value = tuple(given)
-            elif name == "key_codes":
-                value = {str(k): int(v) for k, v in given.items()}
+            parser = _PARSERS.get(name)
+            if parser is None:
+                raise ValueError(f"unknown knob {_shown(name)}")
+            try:
+                parsed[name] = parser(given)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        for name, value in parsed.items():
             setattr(self, name, value)
 
     def as_json(self) -> dict[str, Any]:
