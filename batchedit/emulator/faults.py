@@ -99,7 +99,8 @@ class Faults:
     key_codes: dict[str, int] = field(default_factory=dict)
     """MsgKey → ErrorCode answered to every request about that message."""
     fail_first: int = 0
-    """The first this many requests (of any API) are answered with ``fail_first_code``."""
+    """The next this many requests (of any API) are answered with ``fail_first_code``; counts
+    down as they arrive, so setting it at run time fails the requests that follow."""
     fail_first_code: int = 20005
 
     def update(self, changes: Any) -> None:
@@ -144,12 +145,10 @@ class FaultInjector:
     faults: Faults
     seed: int = 0
     _seen: Counter[tuple[str, bytes]] = field(default_factory=Counter)
-    _requests: int = 0
 
     def fate(self, api: str, body: bytes, msg_key: str | None, rate_code: int) -> Fate:
         """The fate of a request to ``api`` with ``body`` about ``msg_key`` (if any)."""
         f = self.faults
-        self._requests += 1
         digest = hashlib.blake2b(body, digest_size=16).digest()
         occurrence = self._seen[(api, digest)]
         self._seen[(api, digest)] += 1
@@ -161,7 +160,8 @@ class FaultInjector:
         drop = rng.random() < f.drop_rate
         http_502 = rng.random() < f.http_502_rate
         code: int | None = None
-        if self._requests <= f.fail_first:
+        if f.fail_first > 0:
+            f.fail_first -= 1
             code = f.fail_first_code
         elif msg_key is not None and msg_key in f.key_codes:
             code = f.key_codes[msg_key]
