@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 import batchedit
 from batchedit import ImClient
@@ -265,9 +266,7 @@ async def test_odd_digit_strings_in_the_query_get_codes(
     url = f"{running.url}/v4/im_open_login_svc/account_check?{params}&{query}"
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            aiohttp.client.URL(url, encoded=True), data=b'{"CheckItem": [{"UserID": "x"}]}'
-        ) as response,
+        session.post(URL(url, encoded=True), data=b'{"CheckItem": [{"UserID": "x"}]}') as response,
     ):
         assert response.status == 200
         assert (await response.json())["ErrorCode"] == code
