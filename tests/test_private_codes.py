@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from batchedit import Secret, SigSource
-from batchedit.cli import EXIT_ABORTED, EXIT_OK, EXIT_SOME_FAILED, exit_code_for
+from batchedit.cli import exit_code_for
+from batchedit.cli_common import EXIT_ABORTED, EXIT_OK, EXIT_SOME_FAILED
 from batchedit.emulator import Faults
 from batchedit.im.errors import FATAL_HINTS
 from batchedit.outcomes import Summary
@@ -60,7 +61,7 @@ async def _run(running: Running, edits: Path, results: Path, resume: bool = Fals
 def _edited(running: Running, edit: dict[str, Any]) -> bool:
     message = running.emulator.store.find(edit["From_Account"], edit["To_Account"], edit["MsgKey"])
     assert message is not None
-    return message.cloud_custom_data == edit["CloudCustomData"]
+    return bool(message.cloud_custom_data == edit["CloudCustomData"])
 
 
 def _attempts(results: Path) -> dict[int, tuple[str, int | None, int]]:
