@@ -41,7 +41,7 @@ def _is_uint32(value: object) -> bool:
     return _is_int(value) and 0 <= value <= UINT32_MAX  # type: ignore[operator]
 
 
-def well_formed_key(key: str) -> bool:
+def _well_formed_key(key: str) -> bool:
     """Whether ``key`` has the ``seq_random_time`` shape, each part a uint32 (spec section 3)."""
     match = _MSG_KEY.fullmatch(key)
     return match is not None and all(int(part) <= UINT32_MAX for part in match.groups())
@@ -89,7 +89,7 @@ class Apis:
             raise Refusal(90012, f"To_Account {recipient!r} not imported")
         return recipient
 
-    def oldest_visible(self) -> int:
+    def _oldest_visible(self) -> int:
         """The earliest MsgTimeStamp inside the roaming window."""
         if self.retention_days is None:
             return -(2**63)
@@ -100,7 +100,7 @@ class Apis:
         message = self.store.find(sender, recipient, key)
         if message is None or message.from_account != sender:
             return None
-        return message if message.time >= self.oldest_visible() else None
+        return message if message.time >= self._oldest_visible() else None
 
     @staticmethod
     def _check_body(body: Any) -> None:
@@ -115,7 +115,7 @@ class Apis:
         key = body.get("MsgKey")
         if not isinstance(key, str):
             raise Refusal(20001, "MsgKey is missing or not a String")
-        if not well_formed_key(key):
+        if not _well_formed_key(key):
             raise Refusal(90054, f"MsgKey {key!r} is not of the form seq_random_time")
         has_body = "MsgBody" in body
         has_ccd = "CloudCustomData" in body
@@ -152,7 +152,7 @@ class Apis:
         max_cnt, min_time, max_time = (int(n) for n in numbers)  # type: ignore[arg-type]
         if max_time > UINT32_MAX:
             raise Refusal(90001, "MaxTime is above the uint32 range")
-        min_time = max(min_time, self.oldest_visible())
+        min_time = max(min_time, self._oldest_visible())
         last_key = body.get("LastMsgKey")
         if last_key is not None and not isinstance(last_key, str):
             raise Refusal(90001, "LastMsgKey must be a String")
@@ -214,7 +214,7 @@ class Apis:
         sender = self._sender(body, 90008)
         recipient = self._recipient(body)
         key = body.get("MsgKey")
-        if not isinstance(key, str) or not well_formed_key(key):
+        if not isinstance(key, str) or not _well_formed_key(key):
             raise Refusal(90054, "MsgKey is missing or invalid")
         message = self._visible(sender, recipient, key)
         if message is None:
