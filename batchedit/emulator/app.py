@@ -122,7 +122,7 @@ class Emulator:
             return 60002, "random must be a uint32"
         if "sdkappid" not in query:
             return 60012, "sdkappid is missing from the URL"
-        sdkappid = _uint(query["sdkappid"], UINT32_MAX)
+        sdkappid = _uint(query["sdkappid"], 2**64 - 1)
         if sdkappid is None or sdkappid != cfg.sdkappid:
             return 60006, f"SDKAppID {query['sdkappid']!r} is invalid"
         identifier = query.get("identifier", "")
