@@ -6,7 +6,33 @@ bin=${BIN:-.venv/bin}
 work=${DEMO_DIR:-out/demo}
 mkdir -p "$work"
 rm -f "$work/results.jsonl" "$work/emulator.log"
-cp "$here/seed.jsonl" "$work/state.jsonl"
+
+# The sample history is dated. Move it, and the batch's MsgKeys with it, to end an hour ago, so
+# that the emulator's 7-day roaming window (--retention-days) still holds every message.
+"$bin/python" - "$here" "$work" <<'PY'
+import json, re, sys, time
+here, work = sys.argv[1:3]
+with open(f"{here}/seed.jsonl", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+newest = max(row["MsgTimeStamp"] for row in rows if row["type"] == "message")
+shift = int(time.time()) - 3600 - newest
+def moved(key):
+    match = re.fullmatch(r"(\d+_\d+_)(\d+)", key)
+    return f"{match[1]}{int(match[2]) + shift}" if match else key
+with open(f"{work}/seed.jsonl", "w", encoding="utf-8") as out:
+    for row in rows:
+        if row["type"] == "message":
+            row["MsgTimeStamp"] += shift
+            row["MsgKey"] = moved(row["MsgKey"])
+        out.write(json.dumps(row) + "\n")
+with open(f"{here}/moderation.jsonl", encoding="utf-8") as f, \
+        open(f"{work}/moderation.jsonl", "w", encoding="utf-8") as out:
+    for line in f:
+        edit = json.loads(line)
+        edit["MsgKey"] = moved(edit["MsgKey"])
+        out.write(json.dumps(edit) + "\n")
+PY
+cp "$work/seed.jsonl" "$work/state.jsonl"
 
 # A throwaway key shared by the emulator and the run; never use a real key in a rehearsal file.
 export TIM_SECRET_KEY=demo-secret-key-not-for-production
@@ -21,10 +47,11 @@ url=$(sed -n 's/^emulator listening on //p' "$work/emulator.log")
 echo "emulator at $url (state in $work/state.jsonl)"
 echo
 
-echo "\$ batchedit run samples/moderation.jsonl --results $work/results.jsonl --rate 20"
+echo "\$ batchedit run $work/moderation.jsonl --results $work/results.jsonl --rate 20"
+echo "  (samples/moderation.jsonl with its MsgKeys moved in time like the history)"
 status=0
 TIM_SDKAPPID=1400000000 TIM_BASE_URL="$url" \
-    "$bin/batchedit" run "$here/moderation.jsonl" --results "$work/results.jsonl" --rate 20 \
+    "$bin/batchedit" run "$work/moderation.jsonl" --results "$work/results.jsonl" --rate 20 \
     || status=$?
 echo
 echo "exit status $status (1: one sample line is deliberately broken; see its reason above)"
@@ -33,7 +60,7 @@ kill -TERM $emulator && wait $emulator || true
 trap - EXIT
 echo
 echo "before -> after, first three edited messages:"
-"$bin/python" - "$here/seed.jsonl" "$work/state.jsonl" "$work/results.jsonl" <<'PY'
+"$bin/python" - "$work/seed.jsonl" "$work/state.jsonl" "$work/results.jsonl" <<'PY'
 import json, sys
 before, after, results = (open(p, encoding="utf-8") for p in sys.argv[1:4])
 def messages(f):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -48,11 +50,27 @@ ClientFactory = Callable[..., Awaitable[ImClient]]
 
 @pytest.fixture
 def start_emulator(aiohttp_server: ServerFactory) -> EmulatorFactory:
-    """Start an emulator; keyword arguments go to :class:`EmulatorConfig` (``faults=`` too)."""
+    """Start an emulator; keyword arguments go to :class:`EmulatorConfig` (``faults=`` and the
+    traffic window's ``monotonic`` clock too).
 
-    async def start(faults: Faults | None = None, **config: Any) -> Running:
-        settings: dict[str, Any] = {"sdkappid": SDKAPPID, "secret_key": SECRET, **config}
-        emulator = Emulator(EmulatorConfig(**settings), faults=faults or Faults())
+    Test histories sit at fixed dates, so no roaming window applies unless a test sets
+    ``retention_days``.
+    """
+
+    async def start(
+        faults: Faults | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        **config: Any,
+    ) -> Running:
+        settings: dict[str, Any] = {
+            "sdkappid": SDKAPPID,
+            "secret_key": SECRET,
+            "retention_days": None,
+            **config,
+        }
+        emulator = Emulator(
+            EmulatorConfig(**settings), faults=faults or Faults(), monotonic=monotonic
+        )
         server = await aiohttp_server(emulator.app(), host="127.0.0.1")
         return Running(emulator, server)
 
@@ -107,9 +125,21 @@ class EmulatorProcess:
         return self.state.read_bytes()
 
 
+def _announcement(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The emulator's first stderr line, or a failed test if none comes within ``timeout``."""
+    assert process.stderr is not None
+    ready, _, _ = select.select([process.stderr], [], [], timeout)
+    assert ready, f"the emulator said nothing within {timeout:g} s"
+    return process.stderr.readline()
+
+
 @pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
-    """Start ``batchedit emulator`` in a subprocess; extra CLI arguments may be given."""
+    """Start ``batchedit emulator`` in a subprocess; extra CLI arguments may be given.
+
+    Test histories sit at fixed dates, so ``--retention-days 0`` (no window) comes first; a
+    test's own ``--retention-days`` overrides it.
+    """
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str, state: Path | None = None) -> EmulatorProcess:
@@ -126,14 +156,15 @@ def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]
                 str(state),
                 "--secret-key-file",
                 str(secret_file(tmp_path)),
+                "--retention-days",
+                "0",
                 *args,
             ],
             stderr=subprocess.PIPE,
             text=True,
         )
         started.append(process)
-        assert process.stderr is not None
-        line = process.stderr.readline()
+        line = _announcement(process)
         assert line.startswith("emulator listening on "), line
         return EmulatorProcess(process, line.split()[-1], state)
 
@@ -141,7 +172,7 @@ def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]
     for process in started:
         if process.poll() is None:
             process.kill()
-        process.wait()
+        process.wait(timeout=20)
         if process.stderr is not None:
             process.stderr.close()
 

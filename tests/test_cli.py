@@ -195,41 +195,6 @@ def test_killed_then_resumed_every_line_once_and_state_exact(
     assert emulator.stop() == expected
 
 
-@pytest.mark.slow
-def test_rate_compliance_as_the_server_sees_it(
-    tmp_path: Path, emulator_process: StartEmulator
-) -> None:
-    """--rate 100 over 2,000 edits: no sliding second at the server holds more than 100
-    arrivals, and the run sustains at least 99 % of the rate.
-
-    pytest, the emulator and the run share two cores here, so arrivals get 8 ms of slack
-    (--rate-margin 8) rather than the default 5; `make bench` measures the default at 200/s.
-    """
-    state, targets = _seed_state(tmp_path, 2000)
-    emulator = emulator_process("--latency-ms", "1-10", state=state)
-    edits = [{**t, "CloudCustomData": "x"} for t in targets]
-    path = write_edits(tmp_path / "edits.jsonl", edits)
-    summary_path = tmp_path / "summary.json"
-    process = _run_cli(
-        path,
-        tmp_path / "r.jsonl",
-        emulator.url,
-        "--rate",
-        "100",
-        "--rate-margin",
-        "8",
-        "--summary-json",
-        str(summary_path),
-    )
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr.decode()
-    summary = orjson.loads(summary_path.read_bytes())
-    stats = emulator.get("/__emulator/stats")["openim/modify_c2c_msg"]
-    assert stats["max_window_arrivals"] <= 100
-    assert stats["arrivals"] == 2000
-    assert summary["achieved_rate"] >= 99.0
-
-
 def test_secrets_never_reach_results_or_output(
     tmp_path: Path, emulator_process: StartEmulator
 ) -> None:
@@ -371,7 +336,11 @@ def test_plan_preview_and_output(tmp_path: Path, emulator_process: StartEmulator
         r"edited \1",
     ]
     preview = subprocess.run(
-        [*base, "--preview", "2"], env=cli_env(emulator.url), capture_output=True, check=False
+        [*base, "--preview", "2"],
+        env=cli_env(emulator.url),
+        capture_output=True,
+        check=False,
+        timeout=60,
     )
     assert preview.returncode == 0, preview.stderr.decode()
     shown = preview.stdout.decode()
@@ -379,7 +348,11 @@ def test_plan_preview_and_output(tmp_path: Path, emulator_process: StartEmulator
     assert shown.count("  + TIMTextElem.Text: edited ") == 2
     out = tmp_path / "plan.jsonl"
     written = subprocess.run(
-        [*base, "--output", str(out)], env=cli_env(emulator.url), capture_output=True, check=False
+        [*base, "--output", str(out)],
+        env=cli_env(emulator.url),
+        capture_output=True,
+        check=False,
+        timeout=60,
     )
     assert written.returncode == 0, written.stderr.decode()
     edits = [orjson.loads(line) for line in out.read_bytes().splitlines()]

@@ -13,11 +13,23 @@ from tests.conftest import ClientFactory, EmulatorFactory
 from tests.helpers import text_body
 
 
+class VirtualClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_burst_of_300_admits_exactly_200(
     start_emulator: EmulatorFactory, open_client: ClientFactory
 ) -> None:
-    """300 requests inside one second: 200 succeed, 100 get 60007, 300 arrivals in one window."""
-    running = await start_emulator()
+    """300 requests inside one (virtual) second: 200 succeed, 100 get 60007, 300 arrivals in one
+    window; a second later the budget is whole again."""
+    clock = VirtualClock()
+    running = await start_emulator(monotonic=clock)
     client = await open_client(running)
     replies = await asyncio.gather(*(client.account_check(["x"]) for _ in range(300)))
     codes = sorted(r.code for r in replies if r.code is not None)
@@ -30,13 +42,34 @@ async def test_burst_of_300_admits_exactly_200(
     check = stats["im_open_login_svc/account_check"]
     assert (check["arrivals"], check["admitted"], check["max_window_arrivals"]) == (300, 200, 300)
     assert check["codes"] == {"0": 200, "60007": 100}
+    clock.now += 1.0
+    again = await asyncio.gather(*(client.account_check(["x"]) for _ in range(200)))
+    assert {r.code for r in again} == {0}
+
+
+async def test_the_window_slides(
+    start_emulator: EmulatorFactory, open_client: ClientFactory
+) -> None:
+    """Admissions leave the window exactly one (virtual) second after they entered it."""
+    clock = VirtualClock()
+    running = await start_emulator(monotonic=clock, rate_limit=4)
+    client = await open_client(running)
+    codes = []
+    for step in (0.0, 0.25, 0.25, 0.25, 0.0, 0.25, 0.0):
+        clock.now += step
+        codes.append((await client.account_check(["x"])).code)
+    # At t = 0, .25, .5, .75 four admissions; the fifth at .75 is refused; at 1.0 the first has
+    # left the window (half-open: (now - 1, now]), so one more fits, and the next does not.
+    assert codes == [0, 0, 0, 0, 60007, 0, 60007]
+    stats = running.emulator.traffic.of("im_open_login_svc/account_check")
+    assert (stats.arrivals, stats.admitted, stats.max_window_arrivals) == (7, 5, 6)
 
 
 async def test_rate_limit_and_code_are_settings(
     start_emulator: EmulatorFactory, open_client: ClientFactory
 ) -> None:
     """The per-second limit and the code for the excess are configurable."""
-    running = await start_emulator(rate_limit=10, rate_code=60018)
+    running = await start_emulator(rate_limit=10, rate_code=60018, monotonic=VirtualClock())
     client = await open_client(running)
     replies = await asyncio.gather(*(client.account_check(["x"]) for _ in range(15)))
     assert sorted(r.code or 0 for r in replies) == [0] * 10 + [60018] * 5

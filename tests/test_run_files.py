@@ -352,7 +352,7 @@ def test_a_base_url_that_would_be_cut_is_refused(url: str, message: str) -> None
 
 async def test_a_base_url_path_is_kept(aiohttp_server: ServerFactory, tmp_path: Path) -> None:
     """Behind a reverse proxy at /tim, requests go to /tim/v4/...: the path is not cut."""
-    emulator = Emulator(EmulatorConfig(sdkappid=SDKAPPID, secret_key=SECRET))
+    emulator = Emulator(EmulatorConfig(sdkappid=SDKAPPID, secret_key=SECRET, retention_days=None))
     targets = seed_messages(emulator.store, 5)
     proxy = web.Application()
     proxy.add_subapp("/tim", emulator.app())

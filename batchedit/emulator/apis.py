@@ -1,20 +1,25 @@
 """The emulated APIs: each takes the parsed JSON body and returns the answer's fields.
 
 An API error is raised as :class:`Refusal` with the code the real service answers (spec sections
-2 to 6); the HTTP layer turns it into the envelope.
+2 to 6); the HTTP layer turns it into the envelope. Only messages inside the roaming window
+(``retention_days``, spec section 3) can be read, recalled or modified.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
+from batchedit.emulator.msgformat import body_problem
 from batchedit.emulator.store import Message, Store, UnknownKey
-from batchedit.im.elements import check_msg_body
 from batchedit.im.history import UINT32_MAX
+
+_MSG_KEY: Final = re.compile(r"([0-9]{1,10})_([0-9]{1,10})_([0-9]{1,10})", re.ASCII)
 
 Answer = dict[str, Any]
 
@@ -36,6 +41,12 @@ def _is_uint32(value: object) -> bool:
     return _is_int(value) and 0 <= value <= UINT32_MAX  # type: ignore[operator]
 
 
+def _well_formed_key(key: str) -> bool:
+    """Whether ``key`` has the ``seq_random_time`` shape, each part a uint32 (spec section 3)."""
+    match = _MSG_KEY.fullmatch(key)
+    return match is not None and all(int(part) <= UINT32_MAX for part in match.groups())
+
+
 @dataclass(slots=True)
 class Apis:
     """The emulated APIs over one :class:`Store`."""
@@ -44,6 +55,10 @@ class Apis:
     admin: str
     unknown_msgkey_code: int = 20026
     clock: Callable[[], float] = time.time
+    retention_days: float | None = 7.0
+    """The roaming window; ``None`` keeps every message visible."""
+    edit_recalled: Literal["allow", "refuse"] = "allow"
+    """Whether modify_c2c_msg may edit a recalled message (unverified; refused with 20023)."""
 
     def table(self) -> Mapping[str, Callable[[dict[str, Any]], Answer]]:
         """``service/command`` → handler."""
@@ -74,19 +89,34 @@ class Apis:
             raise Refusal(90012, f"To_Account {recipient!r} not imported")
         return recipient
 
+    def _oldest_visible(self) -> int:
+        """The earliest MsgTimeStamp inside the roaming window."""
+        if self.retention_days is None:
+            return -(2**63)
+        return math.ceil(self.clock() - self.retention_days * 86400)
+
+    def _visible(self, sender: str, recipient: str, key: str) -> Message | None:
+        """The message ``key`` sent by ``sender`` to ``recipient``, if inside the window."""
+        message = self.store.find(sender, recipient, key)
+        if message is None or message.from_account != sender:
+            return None
+        return message if message.time >= self._oldest_visible() else None
+
     @staticmethod
     def _check_body(body: Any) -> None:
-        problem = check_msg_body(body)
+        problem = body_problem(body)
         if problem is not None:
-            raise Refusal(problem.code, str(problem))
+            raise Refusal(*problem)
 
     def modify_c2c_msg(self, body: dict[str, Any]) -> Answer:
         """Overwrite MsgBody and/or CloudCustomData of an existing message (spec section 2)."""
         sender = self._sender(body, 20001)
         recipient = self._recipient(body)
         key = body.get("MsgKey")
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str):
             raise Refusal(20001, "MsgKey is missing or not a String")
+        if not _well_formed_key(key):
+            raise Refusal(90054, f"MsgKey {key!r} is not of the form seq_random_time")
         has_body = "MsgBody" in body
         has_ccd = "CloudCustomData" in body
         if not (has_body or has_ccd):
@@ -96,9 +126,11 @@ class Apis:
         ccd = body.get("CloudCustomData")
         if has_ccd and not isinstance(ccd, str):
             raise Refusal(20001, "CloudCustomData must be a String")
-        message = self.store.find(sender, recipient, key)
-        if message is None or message.from_account != sender:
+        message = self._visible(sender, recipient, key)
+        if message is None:
             raise Refusal(self.unknown_msgkey_code, f"message {key!r} does not exist")
+        if message.flag_bits == 8 and self.edit_recalled == "refuse":
+            raise Refusal(20023, f"message {key!r} was recalled")
         if has_body:
             message.body = body["MsgBody"]
         if has_ccd:
@@ -118,6 +150,9 @@ class Apis:
         if not all(_is_int(n) for n in numbers) or numbers[0] <= 0:  # type: ignore[operator]
             raise Refusal(90001, "MaxCnt (> 0), MinTime and MaxTime must be integers")
         max_cnt, min_time, max_time = (int(n) for n in numbers)  # type: ignore[arg-type]
+        if max_time > UINT32_MAX:
+            raise Refusal(90001, "MaxTime is above the uint32 range")
+        min_time = max(min_time, self._oldest_visible())
         last_key = body.get("LastMsgKey")
         if last_key is not None and not isinstance(last_key, str):
             raise Refusal(90001, "LastMsgKey must be a String")
@@ -151,8 +186,8 @@ class Apis:
         if not _is_uint32(seq):
             raise Refusal(20001, "MsgSeq must be a uint32")
         stamp = body.get("MsgTimeStamp", int(self.clock()))
-        if not _is_int(stamp):
-            raise Refusal(90006, "MsgTimeStamp must be an integer")
+        if not _is_uint32(stamp):
+            raise Refusal(90006, "MsgTimeStamp must be a uint32 of UNIX seconds")
         sync = body.get("SyncOtherMachine")
         if sync is not None and not _is_int(sync):
             raise Refusal(90031, "SyncOtherMachine must be an integer")
@@ -179,10 +214,10 @@ class Apis:
         sender = self._sender(body, 90008)
         recipient = self._recipient(body)
         key = body.get("MsgKey")
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not _well_formed_key(key):
             raise Refusal(90054, "MsgKey is missing or invalid")
-        message = self.store.find(sender, recipient, key)
-        if message is None or message.from_account != sender:
+        message = self._visible(sender, recipient, key)
+        if message is None:
             raise Refusal(20022, f"message {key!r} does not exist")
         if message.flag_bits == 8:
             raise Refusal(20023, f"message {key!r} was already recalled")

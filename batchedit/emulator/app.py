@@ -11,32 +11,48 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
 
 from batchedit.emulator.apis import Apis, Refusal
 from batchedit.emulator.faults import FaultInjector, Faults
+from batchedit.emulator.msgformat import depth
 from batchedit.emulator.store import Store
 from batchedit.emulator.traffic import Traffic
 from batchedit.im import usersig
 from batchedit.im.elements import MAX_BODY_BYTES
 from batchedit.im.history import UINT32_MAX
 
+MAX_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects a request body may have (answered 90001 beyond)."""
+
 
 @dataclass(slots=True)
 class EmulatorConfig:
-    """How the emulator behaves. ``rate_limit`` is requests per second per API (``None``: off)."""
+    """How the emulator behaves. ``rate_limit`` is requests per second per API (``None``: off);
+    ``retention_days`` is the roaming window (``None``: every message stays visible);
+    ``edit_recalled`` says whether a recalled message may be modified (unverified)."""
 
     sdkappid: int
-    secret_key: str
+    secret_key: str = field(repr=False)
     admins: frozenset[str] = frozenset({"administrator"})
     rate_limit: int | None = 200
     rate_code: int = 60007
     unknown_msgkey_code: int = 20026
     seed: int = 0
     state_path: Path | None = None
+    retention_days: float | None = 7.0
+    edit_recalled: Literal["allow", "refuse"] = "allow"
+
+
+def _uint(text: str, limit: int) -> int | None:
+    """``text`` as a decimal integer in ``[0, limit]`` (ASCII digits only), else ``None``."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(limit)):
+        return None
+    value = int(text)
+    return value if value <= limit else None
 
 
 def _envelope(code: int, info: str, **fields: Any) -> web.Response:
@@ -54,6 +70,9 @@ class Emulator:
     faults: Faults = field(default_factory=Faults)
     traffic: Traffic = field(default_factory=Traffic)
     clock: Callable[[], float] = time.time
+    """Wall clock, UNIX seconds: UserSig expiry, sendmsg times, the roaming window."""
+    monotonic: Callable[[], float] = time.monotonic
+    """Clock of the per-second traffic windows (tests pass a virtual one)."""
     _injector: FaultInjector = field(init=False)
     _handlers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(init=False)
 
@@ -62,7 +81,15 @@ class Emulator:
         admin = min(self.config.admins)
         for account in self.config.admins:
             self.store.import_account(account)
-        apis = Apis(self.store, admin, self.config.unknown_msgkey_code, self.clock)
+        cfg = self.config
+        apis = Apis(
+            self.store,
+            admin,
+            cfg.unknown_msgkey_code,
+            self.clock,
+            cfg.retention_days,
+            cfg.edit_recalled,
+        )
         self._handlers = apis.table()
 
     def app(self) -> web.Application:
@@ -91,19 +118,18 @@ class Emulator:
             return 60002, "only POST is supported"
         if query.get("contenttype") != "json":
             return 60002, "contenttype must be json"
-        rnd = query.get("random", "")
-        if not rnd.isdigit() or int(rnd) > UINT32_MAX:
+        if _uint(query.get("random", ""), UINT32_MAX) is None:
             return 60002, "random must be a uint32"
-        sdkappid = query.get("sdkappid", "")
-        if not sdkappid.isdigit():
+        if "sdkappid" not in query:
             return 60012, "sdkappid is missing from the URL"
-        if int(sdkappid) != cfg.sdkappid:
-            return 60006, f"SDKAppID {sdkappid} is invalid"
+        sdkappid = _uint(query["sdkappid"], 2**64 - 1)
+        if sdkappid is None or sdkappid != cfg.sdkappid:
+            return 60006, f"SDKAppID {query['sdkappid']!r} is invalid"
         identifier = query.get("identifier", "")
         if not identifier:
             return 60004, "identifier is missing from the URL"
         verdict = usersig.verify(
-            query.get("usersig", ""), int(sdkappid), cfg.secret_key, identifier, int(self.clock())
+            query.get("usersig", ""), sdkappid, cfg.secret_key, identifier, int(self.clock())
         )
         if verdict is not usersig.SigVerdict.OK:
             return verdict.value, f"UserSig check failed: {verdict.name.lower()}"
@@ -116,7 +142,7 @@ class Emulator:
         api = f"{request.match_info['service']}/{request.match_info['command']}"
         raw = await request.read()
         traffic = self.traffic.of(api)
-        admitted = traffic.arrive(time.monotonic(), self.config.rate_limit)
+        admitted = traffic.arrive(self.monotonic(), self.config.rate_limit)
         body: Any = None
         if raw:
             try:
@@ -172,6 +198,8 @@ class Emulator:
             return 93000, "JSON packet is larger than 8 KB", {}
         if not isinstance(body, dict):
             return 90001, "Fail to Parse json data of body, Please check it", {}
+        if depth(body) > MAX_DEPTH:
+            return 90001, f"JSON nests deeper than {MAX_DEPTH} levels", {}
         try:
             fields = handler(body)
         except Refusal as refusal:
@@ -191,7 +219,7 @@ class Emulator:
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
             self.faults.update(orjson.loads(await request.read()))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except ValueError as exc:
             return web.json_response({"error": f"bad fault setting: {exc}"}, status=400)
         return web.json_response(self.faults.as_json())
 
@@ -200,7 +228,10 @@ class Emulator:
         return web.Response(body=text, content_type="application/x-ndjson")
 
     async def _save(self, request: web.Request) -> web.Response:
-        path = self.save()
+        try:
+            path = self.save()
+        except OSError as exc:
+            return web.json_response({"error": f"cannot save: {exc.strerror}"}, status=503)
         if path is None:
             return web.json_response({"error": "started without --state"}, status=400)
         return web.json_response({"saved": str(path)})

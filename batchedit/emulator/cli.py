@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Literal
 
 import click
 import orjson
@@ -12,7 +13,7 @@ import orjson
 from batchedit.emulator.app import Emulator, EmulatorConfig
 from batchedit.emulator.demo import seed_demo
 from batchedit.emulator.faults import Faults
-from batchedit.emulator.server import serve
+from batchedit.emulator.server import is_loopback, serve
 from batchedit.emulator.store import Store
 from batchedit.im.auth import read_secret_key
 from batchedit.im.errors import ConfigError
@@ -39,6 +40,14 @@ def _key_codes(pairs: tuple[str, ...]) -> dict[str, int]:
     return codes
 
 
+def _check_host(host: str, allow_remote: bool) -> None:
+    if not allow_remote and not is_loopback(host):
+        raise click.UsageError(
+            f"--host {host} is not a loopback address, and the control endpoints hand out every "
+            "stored message: pass --allow-remote to serve it anyway"
+        )
+
+
 _RATE = click.FloatRange(0, 1)
 
 
@@ -50,6 +59,12 @@ class _Refused(click.ClickException):
 
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --host that is not a loopback address (anyone who reaches it can read and "
+    "change every message through the control endpoints).",
+)
 @click.option("--port", default=5080, show_default=True, help="Port to bind (0: any free one).")
 @click.option("--sdkappid", default=1400000000, show_default=True, help="The emulated SDKAppID.")
 @click.option(
@@ -86,6 +101,20 @@ class _Refused(click.ClickException):
     help="Code for modifying a MsgKey that does not exist (unverified; 90054 is the other "
     "candidate).",
 )
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=0),
+    default=7.0,
+    show_default=True,
+    help="Roaming window: older messages cannot be read, recalled or modified (0: no window).",
+)
+@click.option(
+    "--edit-recalled",
+    type=click.Choice(["allow", "refuse"]),
+    default="allow",
+    show_default=True,
+    help="Whether a recalled message may be modified (unverified; refused with 20023).",
+)
 @click.option("--transient-rate", type=_RATE, default=0.0, help="Share answered 20004/20005/...")
 @click.option("--throttle-rate", type=_RATE, default=0.0, help="Share answered the rate code.")
 @click.option("--http-502-rate", type=_RATE, default=0.0, help="Share answered HTTP 502.")
@@ -94,7 +123,8 @@ class _Refused(click.ClickException):
 @click.option("--slow-seconds", default=60.0, show_default=True, help="Delay of a slow answer.")
 @click.option("--drop-rate", type=_RATE, default=0.0, help="Share of connections dropped.")
 @click.option("--key-code", multiple=True, help="MSGKEY=CODE: always answer CODE for MSGKEY.")
-@click.option("--fail-first", default=0, help="Answer the first N requests with 20005.")
+@click.option("--fail-first", default=0, help="Answer the first N requests with --fail-first-code.")
+@click.option("--fail-first-code", default=20005, show_default=True, help="Code for --fail-first.")
 @click.option("--demo-data", default=0, help="Seed N demo messages among a few hundred users.")
 @click.option(
     "--demo-targets",
@@ -103,6 +133,7 @@ class _Refused(click.ClickException):
 )
 def emulator_command(
     host: str,
+    allow_remote: bool,
     port: int,
     sdkappid: int,
     admins: tuple[str, ...],
@@ -112,6 +143,8 @@ def emulator_command(
     rate_limit: int,
     rate_code: int,
     unknown_msgkey_code: int,
+    retention_days: float,
+    edit_recalled: Literal["allow", "refuse"],
     transient_rate: float,
     throttle_rate: float,
     http_502_rate: float,
@@ -121,6 +154,7 @@ def emulator_command(
     drop_rate: float,
     key_code: tuple[str, ...],
     fail_first: int,
+    fail_first_code: int,
     demo_data: int,
     demo_targets: Path | None,
 ) -> None:
@@ -129,6 +163,7 @@ def emulator_command(
     Control endpoints: GET /__emulator/stats, POST /__emulator/stats/reset,
     GET|POST /__emulator/faults, GET /__emulator/state, POST /__emulator/save.
     """
+    _check_host(host, allow_remote)
     try:
         key = read_secret_key(secret_key_file)
     except ConfigError as exc:
@@ -151,6 +186,8 @@ def emulator_command(
         unknown_msgkey_code=unknown_msgkey_code,
         seed=seed,
         state_path=state,
+        retention_days=retention_days or None,
+        edit_recalled=edit_recalled,
     )
     faults = Faults(
         transient_rate=transient_rate,
@@ -162,6 +199,7 @@ def emulator_command(
         drop_rate=drop_rate,
         key_codes=_key_codes(key_code),
         fail_first=fail_first,
+        fail_first_code=fail_first_code,
     )
     emu = Emulator(config, store=store, faults=faults)
     targets = seed_demo(store, demo_data, seed, int(time.time())) if demo_data else []

@@ -1,4 +1,8 @@
-"""Demo data: a week of plausible one-to-one chats, and the edit targets that point at them."""
+"""Demo data: six days of plausible one-to-one chats, and the edit targets that point at them.
+
+Six days, not seven: the whole history stays inside the default 7-day roaming window for a day
+after it was made.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ _PHRASES = (
 
 
 def seed_demo(store: Store, count: int, seed: int, now: int) -> list[dict[str, Any]]:
-    """Add ``count`` messages among a few hundred users over the 7 days before ``now``.
+    """Add ``count`` messages among a few hundred users over the 6 days before ``now``.
 
     Returns one edit target per message: ``From_Account``, ``To_Account``, ``MsgKey`` (plus the
     message's ``Text``, handy for building a sample batch). Same ``seed``, same data.
@@ -42,7 +46,7 @@ def seed_demo(store: Store, count: int, seed: int, now: int) -> list[dict[str, A
                 to_account=recipient,
                 seq=rng.randrange(1, 100_000),
                 random=rng.randrange(UINT32_MAX + 1),
-                time=now - rng.randrange(7 * 86400),
+                time=now - rng.randrange(6 * 86400),
                 body=[{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
                 cloud_custom_data=rng.choice([None, '{"v":1}']),
             )

@@ -11,11 +11,71 @@ import dataclasses
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 DEFAULT_TRANSIENT_CODES = (20004, 20005, 91000, 90992, 20028)
+MAX_DELAY_SECONDS: Final = 86400.0
+"""Longest delay a knob may ask for."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"expected a number from {low:g} to {high:g}, got {_shown(value)}")
+    return float(value)
+
+
+def _integer(value: Any, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        shown = "an integer" if low is None else f"an integer >= {low}"
+        raise ValueError(f"expected {shown}, got {_shown(value)}")
+    return value
+
+
+def _rate(value: Any) -> float:
+    return _number(value, 0.0, 1.0)
+
+
+def _codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a non-empty array of codes, got {_shown(value)}")
+    return tuple(_integer(code) for code in value)
+
+
+def _range_ms(value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"expected [MIN, MAX] in milliseconds, got {_shown(value)}")
+    low, high = (_number(v, 0.0, MAX_DELAY_SECONDS * 1000) for v in value)
+    if low > high:
+        raise ValueError(f"expected MIN <= MAX, got {_shown(value)}")
+    return low, high
+
+
+def _key_codes(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object of MsgKey: code, got {_shown(value)}")
+    return {key: _integer(code) for key, code in value.items()}
+
+
+_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "transient_rate": _rate,
+    "transient_codes": _codes,
+    "throttle_rate": _rate,
+    "http_502_rate": _rate,
+    "latency_ms": _range_ms,
+    "slow_rate": _rate,
+    "slow_seconds": lambda v: _number(v, 0.0, MAX_DELAY_SECONDS),
+    "drop_rate": _rate,
+    "key_codes": _key_codes,
+    "fail_first": lambda v: _integer(v, 0),
+    "fail_first_code": _integer,
+}
 
 
 @dataclass(slots=True)
@@ -39,20 +99,27 @@ class Faults:
     key_codes: dict[str, int] = field(default_factory=dict)
     """MsgKey → ErrorCode answered to every request about that message."""
     fail_first: int = 0
-    """The first this many requests (of any API) are answered with ``fail_first_code``."""
+    """The next this many requests (of any API) are answered with ``fail_first_code``; counts
+    down as they arrive, so setting it at run time fails the requests that follow."""
     fail_first_code: int = 20005
 
-    def update(self, changes: Mapping[str, Any]) -> None:
-        """Apply a partial update (the control endpoint's body); unknown names: ``KeyError``."""
-        names = {f.name for f in dataclasses.fields(self)}
+    def update(self, changes: Any) -> None:
+        """Apply a partial update (the control endpoint's parsed body), all or nothing.
+
+        ``ValueError`` names the first unknown knob or ill-typed value; nothing changes then.
+        """
+        if not isinstance(changes, dict):
+            raise ValueError(f"expected an object of knobs, got {_shown(changes)}")
+        parsed = {}
         for name, given in changes.items():
-            if name not in names:
-                raise KeyError(name)
-            value = given
-            if name in ("transient_codes", "latency_ms"):
-                value = tuple(given)
-            elif name == "key_codes":
-                value = {str(k): int(v) for k, v in given.items()}
+            parser = _PARSERS.get(name)
+            if parser is None:
+                raise ValueError(f"unknown knob {_shown(name)}")
+            try:
+                parsed[name] = parser(given)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        for name, value in parsed.items():
             setattr(self, name, value)
 
     def as_json(self) -> dict[str, Any]:
@@ -78,12 +145,10 @@ class FaultInjector:
     faults: Faults
     seed: int = 0
     _seen: Counter[tuple[str, bytes]] = field(default_factory=Counter)
-    _requests: int = 0
 
     def fate(self, api: str, body: bytes, msg_key: str | None, rate_code: int) -> Fate:
         """The fate of a request to ``api`` with ``body`` about ``msg_key`` (if any)."""
         f = self.faults
-        self._requests += 1
         digest = hashlib.blake2b(body, digest_size=16).digest()
         occurrence = self._seen[(api, digest)]
         self._seen[(api, digest)] += 1
@@ -95,7 +160,8 @@ class FaultInjector:
         drop = rng.random() < f.drop_rate
         http_502 = rng.random() < f.http_502_rate
         code: int | None = None
-        if self._requests <= f.fail_first:
+        if f.fail_first > 0:
+            f.fail_first -= 1
             code = f.fail_first_code
         elif msg_key is not None and msg_key in f.key_codes:
             code = f.key_codes[msg_key]

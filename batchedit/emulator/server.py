@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import os
 import signal
 from collections.abc import Callable
@@ -12,6 +13,20 @@ from aiohttp import web
 
 from batchedit.emulator.app import Emulator
 from batchedit.im.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only (127.0.0.0/8, ::1 or localhost).
+
+    The control endpoints hand out every stored message and change the fault knobs, so serving
+    anything wider needs the operator's explicit consent (``--allow-remote``).
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(
