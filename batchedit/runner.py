@@ -263,7 +263,15 @@ class _Run:
         except asyncio.CancelledError:
             if track.attempts:
                 info = "interrupted in flight: the edit may or may not have been applied"
-                self.record(_outcome_of(item, Status.FAILED, info=info, attempts=track.attempts))
+                self.record(
+                    _outcome_of(
+                        item,
+                        Status.FAILED,
+                        info=info,
+                        attempts=track.attempts,
+                        throttled=track.throttled,
+                    )
+                )
             raise
         reply = track.last
         if reply is None:
@@ -276,6 +284,7 @@ class _Run:
                 code=reply.code,
                 info=reply.info,
                 attempts=track.attempts,
+                throttled=track.throttled,
                 latency=reply.latency,
                 note=note,
             )
