@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,10 +48,13 @@ class _LastRows:
         self.lines += self._flat[line] < 0
         self._flat[line] = ordinal
 
-    def get(self, line: int) -> int:
-        if line in self._sparse:
-            return self._sparse[line]
-        return self._flat[line]
+    def final(self, rows: int) -> bytearray:
+        """A flag per row of the stream: 1 where the row is its line's last."""
+        flags = bytearray(rows)
+        for ordinal in itertools.chain(self._flat, self._sparse.values()):
+            if ordinal >= 0:
+                flags[ordinal] = 1
+        return flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +167,7 @@ def build_report(paths: Sequence[Path], *, listed: int = LISTED) -> Report:
     summary = Summary()
     # A max-heap on the line number (negated) keeps the ``listed`` lowest failed lines.
     worst: list[tuple[int, Outcome]] = []
-    for ordinal, outcome in enumerate(logs.rows()):
-        if last.get(outcome.line) != ordinal:
-            continue
+    for outcome in logs.rows(last.final(rows).__getitem__):
         summary.add(outcome)
         if outcome.status is not Status.OK and listed:
             heapq.heappush(worst, (-outcome.line, outcome))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,8 @@ MISSING_EXTRA = (
     "pip install 'batchedit[report]'"
 )
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_ID = re.compile(r'id="([^"]+)"')
+_REFERENCE = re.compile(r'(href="#|url\(#)')
 _COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "invalid": "#ef6c00"}
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -97,7 +98,8 @@ def _figure_html(title: str, svg: str, caption: str) -> str:
     )
 
 
-def _svg(figure: Figure) -> str:
+def _svg(figure: Figure, name: str) -> str:
+    """``figure`` as inline SVG whose element ids all start with ``name`` (unique in the page)."""
     import matplotlib  # noqa: PLC0415 - the optional extra
 
     buffer = io.BytesIO()
@@ -105,7 +107,9 @@ def _svg(figure: Figure) -> str:
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue().decode("utf-8")
     # Inline SVG needs no XML prologue or doctype; the metadata only names RDF vocabularies.
-    return _METADATA.sub("", text[text.index("<svg") :])
+    text = _METADATA.sub("", text[text.index("<svg") :])
+    text = _ID.sub(rf'id="{name}-\1"', text)
+    return _REFERENCE.sub(rf"\1{name}-", text)
 
 
 def _new_figure(height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
@@ -123,7 +127,8 @@ def _over_time(ax: Axes, series: Series, ylabel: str) -> None:
     ax.set_xlabel(label)
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, series.edges[-1])
-    ax.set_ylim(bottom=0)
+    # Headroom above the data for the legend and the pause labels.
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.2)
     ax.grid(alpha=0.3)
     for pause in series.pauses:
         ax.axvline(pause.x, color="0.4", linestyle="--", linewidth=1)
@@ -149,7 +154,7 @@ def _time_charts(series: Series, rate: float | None) -> list[str]:
     charts = [
         _figure_html(
             "Edits per second",
-            _svg(figure),
+            _svg(figure, "rate"),
             "Requests (every attempt, retries included) and lines sent, each counted when its "
             "line's outcome was recorded; the dashed line is the run's --rate.",
         )
@@ -165,7 +170,7 @@ def _time_charts(series: Series, rate: float | None) -> list[str]:
     charts.append(
         _figure_html(
             "Latency percentiles over time",
-            _svg(figure),
+            _svg(figure, "latency"),
             "Round trip of each line's last attempt, in milliseconds.",
         )
     )
@@ -177,7 +182,7 @@ def _time_charts(series: Series, rate: float | None) -> list[str]:
     charts.append(
         _figure_html(
             "Retries and throttling over time",
-            _svg(figure),
+            _svg(figure, "retries"),
             "Attempts beyond each line's first; replies refusing a request for the rate "
             "(60007, 60011, 60018, 60019, HTTP 429), after which the run cuts its rate by 10 % "
             "and recovers; lines that ended failed.",
@@ -203,7 +208,7 @@ def _outcome_chart(report: Report) -> str:
         ax.invert_yaxis()
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
-    return _svg(figure)
+    return _svg(figure, "outcomes")
 
 
 def _code_label(code: str) -> str:
@@ -238,6 +243,8 @@ def _failed_table(report: Report) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{math.ceil(seconds / 60)} min"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
