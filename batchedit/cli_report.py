@@ -30,13 +30,13 @@ def report_command(results: tuple[Path, ...], html_path: Path | None, rate: floa
     """Summarise results logs: counts, latency, retries, throttling and the failed lines.
 
     RESULTS are results logs in the order they were written (a killed run's, then its resumed
-    runs'; or one log they all appended to). Each line's final outcome is its last row; the
-    counts are those a single run over the same lines would print. A torn last row (a crash
-    mid-write) is skipped with a note.
+    runs'; or one log they all appended to). Each line's final outcome is its last row, and
+    the counts are the summary a run prints, folded over those final rows. A torn last row (a
+    crash mid-write) is skipped with a note.
 
     \b
-    Exit status: 0 report made, 2 a log cannot be read or holds a row that is not a results
-    row (named by file and line).
+    Exit status: 0 report made; 2 a log cannot be read, holds a row that is
+    not a results row (named by file and line), or the page cannot be written.
     """
     try:
         made = build_report(results)

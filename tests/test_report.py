@@ -169,7 +169,8 @@ def test_pauses_between_runs_are_cut_out_of_the_time(tmp_path: Path) -> None:
     report = build_report([log])
     assert report.stretches == ((start, start + 4), (start + 204, start + 205))
     assert report.summary.elapsed == 5.0
-    assert "in 2 stretches (pauses over 60 s are left out of the time above)" in report.render()
+    recorded = "  recorded: 2027-01-15 08:00:00 to 08:03:25 UTC in 2 stretches"
+    assert f"{recorded} (pauses over 60 s not timed)" in report.render()
     series = report.timeline.series()
     assert series is not None
     assert [(p.x, p.seconds) for p in series.pauses] == [(4.0, 200.0)]

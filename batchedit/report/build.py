@@ -108,13 +108,12 @@ class Report:
         if self.throttled:
             lines.append(f"  throttled replies: {self.throttled} (each may cut the rate)")
         if self.stretches:
-            first, last = self.stretches[0][0], self.stretches[-1][1]
-            span = f"  recorded: {utc(first)} to {utc(last)} UTC"
+            first, last = utc(self.stretches[0][0]), utc(self.stretches[-1][1])
+            if first[:10] == last[:10]:
+                last = last[11:]
+            span = f"  recorded: {first} to {last} UTC"
             if len(self.stretches) > 1:
-                span += (
-                    f", in {len(self.stretches)} stretches "
-                    f"(pauses over {PAUSE:g} s are left out of the time above)"
-                )
+                span += f" in {len(self.stretches)} stretches (pauses over {PAUSE:g} s not timed)"
             lines.append(span)
         else:
             lines.append("  recorded: times unknown")
