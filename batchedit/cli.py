@@ -28,6 +28,7 @@ from batchedit.cli_common import (
     with_options,
 )
 from batchedit.cli_plan import plan_command
+from batchedit.cli_report import report_command
 from batchedit.emulator.cli import emulator_command
 from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
@@ -55,6 +56,7 @@ def main() -> None:
 
 main.add_command(emulator_command)
 main.add_command(plan_command)
+main.add_command(report_command)
 
 
 def exit_code_for(summary: Summary) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ class Outcome:
     """What became of one input line.
 
     ``code`` is the last ``ErrorCode`` (``None`` when there was no server answer or nothing was
-    sent); ``latency`` is the last attempt's round trip in seconds.
+    sent); ``latency`` is the last attempt's round trip in seconds; ``throttled`` counts the
+    attempts refused for the rate (60007 and friends); ``at`` is when the outcome was reached,
+    in UNIX seconds (``None`` for a row read back from a log written before it was recorded).
     """
 
     line: int
@@ -38,6 +41,8 @@ class Outcome:
     attempts: int = 0
     latency: float = 0.0
     note: str | None = None
+    throttled: int = 0
+    at: float | None = field(default_factory=time.time)
 
     def as_json(self) -> dict[str, Any]:
         """The results-log line (field names are a contract; see the README)."""
@@ -53,6 +58,10 @@ class Outcome:
             "latency_ms": round(self.latency * 1000, 1),
             "hash": self.digest,
         }
+        if self.at is not None:
+            row["at"] = round(self.at, 3)
+        if self.throttled:
+            row["throttled"] = self.throttled
         if self.note is not None:
             row["note"] = self.note
         return row
@@ -210,10 +219,12 @@ class Summary:
             lines.append(f"  by ErrorCode: {codes}")
         if not self.dry_run:
             lat = data["latency_ms"]
-            lines.append(
-                f"  requests: {self.attempts} ({self.retries} retries) in {self.elapsed:.1f} s, "
-                f"achieved {self.achieved_rate:.1f} req/s"
+            timing = (
+                f" in {self.elapsed:.1f} s, achieved {self.achieved_rate:.1f} req/s"
+                if self.elapsed
+                else ""
             )
+            lines.append(f"  requests: {self.attempts} ({self.retries} retries){timing}")
             lines.append(
                 f"  latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
             )

@@ -295,7 +295,15 @@ class _Run:
         except asyncio.CancelledError:
             if track.attempts:
                 info = "interrupted in flight: the edit may or may not have been applied"
-                self.record(_outcome_of(item, Status.FAILED, info=info, attempts=track.attempts))
+                self.record(
+                    _outcome_of(
+                        item,
+                        Status.FAILED,
+                        info=info,
+                        attempts=track.attempts,
+                        throttled=track.throttled,
+                    )
+                )
             raise
         reply = track.last
         if reply is None:
@@ -308,6 +316,7 @@ class _Run:
                 code=reply.code,
                 info=reply.info,
                 attempts=track.attempts,
+                throttled=track.throttled,
                 latency=reply.latency,
                 note=note,
             )

@@ -71,6 +71,8 @@ class Track:
     """One record's attempts so far, readable even if its task is cancelled midway."""
 
     attempts: int = 0
+    throttled: int = 0
+    """Attempts refused for the rate."""
     last: Reply | None = None
 
 
@@ -114,7 +116,7 @@ class Sender:
         policy = self._policy
         state = self._state
         started = time.monotonic()
-        failures = throttled = 0
+        failures = 0
         while True:
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
@@ -137,13 +139,13 @@ class Sender:
             if time.monotonic() - started > policy.max_seconds:
                 return f"gave up after {policy.max_seconds:g} s"
             if kind is ErrorClass.RATE_LIMITED:
-                throttled += 1
-                if throttled > policy.max_throttled:
+                track.throttled += 1
+                if track.throttled > policy.max_throttled:
                     return f"still throttled after {policy.max_throttled} tries"
                 if self._limiter is not None:
                     self._limiter.throttled(granted)
                     continue
-                delay = policy.backoff(throttled)
+                delay = policy.backoff(track.throttled)
             else:
                 failures += 1
                 if failures >= policy.max_attempts:
