@@ -54,6 +54,9 @@ class InterruptAfter:
     def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
         """Progress is not watched here."""
 
+    def notice(self, line: str) -> None:
+        """The start line is not watched here."""
+
 
 def faulty_edits(running: Running, tmp_path: Path, count: int) -> tuple[Path, list[int]]:
     """Edits of ``count`` messages, three of them refused for good, two lines invalid."""
