@@ -6,6 +6,7 @@ from batchedit.im.client import ImClient, Reply, RoamMessage, redact, resolve_en
 from batchedit.im.errors import ApiError, ConfigError, ErrorClass, classify
 from batchedit.im.errors import ImError as BatchEditError
 from batchedit.im.history import find_message, iter_history
+from batchedit.im.tls import client_context
 from batchedit.im.usersig import SigVerdict
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.plan import Rules, plan_edits
@@ -31,6 +32,7 @@ __all__ = [
     "Status",
     "Summary",
     "classify",
+    "client_context",
     "find_message",
     "iter_history",
     "plan_edits",

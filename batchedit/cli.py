@@ -173,6 +173,7 @@ def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig
         policy=conn.policy(),
         timeout=conn.timeout,
         window=conn.window,
+        ca_file=conn.ca_file,
         **options,
     )
 

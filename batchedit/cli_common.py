@@ -44,6 +44,7 @@ class Connection:
     concurrency: int
     max_attempts: int
     timeout: float
+    ca_file: Path | None
 
     def endpoint(self) -> str:
         """The base URL (raises :class:`ConfigError` with a hint when none is set)."""
@@ -131,6 +132,14 @@ _CONNECTION_OPTIONS = [
         show_default=True,
         help="Seconds per HTTP attempt.",
     ),
+    click.option(
+        "--ca-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="TIM_CA_FILE",
+        help="PEM file of the CA certificates to trust for an https endpoint, instead of the "
+        "system's (a proxy or test server with a private CA) [env TIM_CA_FILE]. The certificate "
+        "is always verified.",
+    ),
 ]
 
 
@@ -155,6 +164,7 @@ def connection_options(command: F) -> F:
         "concurrency",
         "max_attempts",
         "timeout",
+        "ca_file",
     ]
 
     @functools.wraps(command)

@@ -23,6 +23,7 @@ from batchedit.cli_common import (
 )
 from batchedit.im.client import ImClient, RoamMessage
 from batchedit.im.errors import ConfigError
+from batchedit.im.tls import check_certificate, client_context
 from batchedit.plan import (
     BadPair,
     PlanStats,
@@ -74,6 +75,8 @@ async def _plan(
 ) -> RunState:
     state = RunState()
     sig = conn.sig()
+    context = client_context(conn.ca_file)
+    await check_certificate(conn.endpoint(), context, conn.timeout)
     for line in start_lines(conn.endpoint(), sig, str(source), conn.rate, conn.concurrency):
         click.echo(line, err=True)
     limiter = AdaptiveLimiter(conn.rate, window=conn.window) if conn.rate else None
@@ -103,7 +106,11 @@ async def _plan(
             await asyncio.sleep(0.5)
 
     async with ImClient(
-        conn.endpoint(), sig, timeout=conn.timeout, max_connections=conn.concurrency
+        conn.endpoint(),
+        sig,
+        timeout=conn.timeout,
+        max_connections=conn.concurrency,
+        ssl_context=context,
     ) as client:
         reader = Sender(client, limiter, conn.policy(), state, SigGuard(sig), count)
         ticker = asyncio.create_task(progress())
@@ -223,6 +230,8 @@ def plan_command(
             _plan(conn, pairs, conversations, start, end, rules, out, preview or 0, stats)
         )
     except ConfigError as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise ConfigProblem(str(exc)) from None
     finally:
         if out is not None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import ssl
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from batchedit.backup import BeforeImages
 from batchedit.im.auth import SigSource
 from batchedit.im.client import MODIFY, ImClient
 from batchedit.im.errors import ConfigError
+from batchedit.im.tls import check_certificate, client_context
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.preflight import check_run_files, count_rest, start_lines
@@ -71,6 +73,8 @@ class RunConfig:
     read_from: Path | None = None
     """The file the input was made from when it is not read directly (undo's BACKUP), for the
     run-file rules and the start line."""
+    ca_file: Path | None = None
+    """PEM file of the CA certificates to trust over https instead of the system's."""
 
 
 class Observer(Protocol):
@@ -150,7 +154,9 @@ async def run_batch(
     only validates and sends nothing); a run that stops early (fatal answer, circuit breaker,
     interruption) leaves the unsent lines for ``--resume``, says why in ``Summary.stopped`` and
     ``Summary.reason``, and counts them in ``Summary.unsent``. A run whose files break the rules
-    of :mod:`batchedit.preflight` raises :class:`ConfigError` before anything is sent or written.
+    of :mod:`batchedit.preflight`, or whose https endpoint has a certificate that does not verify
+    (trust a private CA with ``ca_file``), raises :class:`ConfigError` before anything is sent or
+    written.
     """
     if config.dry_run:
         config = dataclasses.replace(config, sig=None, backup=None)
@@ -164,13 +170,17 @@ async def run_batch(
         summary_json=config.summary_json,
         resume=config.resume,
     )
+    context = None
+    if config.sig is not None:
+        context = client_context(config.ca_file)
+        await check_certificate(config.endpoint, context, config.timeout)
     if observer is not None and config.sig is not None:
         name = config.read_from or getattr(source, "name", None) or "-"
         for line in start_lines(
             config.endpoint, config.sig, str(name), config.rate, config.concurrency
         ):
             observer.notice(line)
-    run = _Run(config, observer, control or RunControl())
+    run = _Run(config, observer, control or RunControl(), context)
     started = time.monotonic()
     try:
         await run.execute(source)
@@ -192,8 +202,15 @@ async def run_batch(
 class _Run:
     """One run's moving parts, so the stages need not pass them to each other."""
 
-    def __init__(self, config: RunConfig, observer: Observer | None, control: RunControl) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        observer: Observer | None,
+        control: RunControl,
+        context: ssl.SSLContext | None,
+    ) -> None:
         self.config = config
+        self._context = context
         self.observer = observer
         self.control = control
         self.state = control.state
@@ -242,6 +259,7 @@ class _Run:
                     config.sig,
                     timeout=config.timeout,
                     max_connections=config.concurrency,
+                    ssl_context=self._context,
                 )
             )
             guard = SigGuard(config.sig)

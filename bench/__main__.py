@@ -2,7 +2,8 @@
 
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
-``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup); all by default.
+``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, tls); all by
+default.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchedit import ImClient, Secret, SigSource
+from batchedit import ImClient, Secret, SigSource, client_context
 from batchedit.im import usersig
 from batchedit.records import line_digest
 
@@ -180,9 +181,12 @@ class LatencyRun:
     server: dict[str, Any]
 
 
-def latency_run(work: Path, count: int, *extra: str) -> LatencyRun:
-    """Seed ``count`` messages, edit each once at --rate 200 (plus ``extra`` options)."""
-    name = f"lat{count}"
+def latency_run(
+    work: Path, count: int, *extra: str, server: tuple[str, ...] = (), ca: Path | None = None
+) -> LatencyRun:
+    """Seed ``count`` messages, edit each once at --rate 200 (plus ``extra`` options); the
+    emulator gets ``server`` options too, and ``ca`` (a CA it writes) is trusted when given."""
+    name = f"lat{count}{'-tls' if ca else ''}"
     with emulator(
         work,
         "--latency-ms",
@@ -191,6 +195,7 @@ def latency_run(work: Path, count: int, *extra: str) -> LatencyRun:
         str(count),
         "--demo-targets",
         str(work / f"t-{name}.jsonl"),
+        *server,
     ) as url:
         edits = work / f"e-{name}.jsonl"
         count = targets_to_edits(work / f"t-{name}.jsonl", edits)
@@ -204,9 +209,10 @@ def latency_run(work: Path, count: int, *extra: str) -> LatencyRun:
             "--summary-json",
             str(summary),
             *extra,
+            *(["--ca-file", str(ca)] if ca else []),
         ]
         done = run_cli(args, url)
-        return LatencyRun(count, done, orjson.loads(summary.read_bytes()), _all_stats(url))
+        return LatencyRun(count, done, orjson.loads(summary.read_bytes()), _all_stats(url, ca))
 
 
 def section_rate(work: Path) -> None:
@@ -361,9 +367,31 @@ def section_backup(work: Path) -> None:
     )
 
 
-def _all_stats(url: str) -> dict[str, Any]:
+def section_tls(work: Path, count: int = 12000) -> None:
+    """Issue 9: the --rate 200 run over https (a handshake per new connection) and plain http."""
+    ca = work / "bench-ca.pem"
+    for label, server, trust in (
+        ("https", ("--tls", "--tls-ca-out", str(ca)), ca),
+        ("http ", (), None),
+    ):
+        result = latency_run(work, count, server=server, ca=trust)
+        data, done = result.summary, result.done
+        edits = result.server["openim/modify_c2c_msg"]
+        print(
+            f"{label} --rate 200, {result.count} edits, 20-300 ms latency: window maximum "
+            f"{edits['max_window_arrivals']} (limit 200), achieved {data['achieved_rate']:.2f} "
+            f"req/s, client CPU {done.cpu / result.count * 1000:.3f} s per 1,000 edits, "
+            f"server codes {edits['codes']}"
+        )
+
+
+def _all_stats(url: str, ca: Path | None = None) -> dict[str, Any]:
     async def get() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/__emulator/stats") as r:
+        connector = aiohttp.TCPConnector(ssl=client_context(ca))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"{url}/__emulator/stats") as r,
+        ):
             data: dict[str, Any] = await r.json()
             return data
 
@@ -377,6 +405,7 @@ SECTIONS: dict[str, Callable[[Path], None]] = {
     "memory": section_memory,
     "resume": section_resume,
     "backup": section_backup,
+    "tls": section_tls,
 }
 
 

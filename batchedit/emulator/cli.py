@@ -15,6 +15,7 @@ from batchedit.emulator.demo import seed_demo
 from batchedit.emulator.faults import Faults
 from batchedit.emulator.server import is_loopback, serve
 from batchedit.emulator.store import Store
+from batchedit.emulator.tls import ServerTls, load_certificate, make_certificate
 from batchedit.im.auth import read_secret_key
 from batchedit.im.errors import ConfigError
 
@@ -55,6 +56,28 @@ class _Refused(click.ClickException):
     """A request the emulator will not serve: exit 2, nothing written."""
 
     exit_code = 2
+
+
+def _server_tls(
+    host: str, tls: bool, cert: Path | None, key: Path | None, ca_out: Path | None
+) -> ServerTls | None:
+    """The HTTPS setup the --tls options ask for (``None``: plain HTTP)."""
+    if key is not None and cert is None:
+        raise _Refused("--tls-key needs --tls-cert")
+    if cert is not None:
+        if ca_out is not None:
+            raise _Refused("--tls-ca-out writes the CA that --tls makes; --tls-cert brings its own")
+        return load_certificate(cert, key)
+    if not tls:
+        if ca_out is not None:
+            raise _Refused("--tls-ca-out needs --tls")
+        return None
+    if ca_out is None:
+        raise _Refused(
+            "--tls makes a new CA at each start: give --tls-ca-out FILE to write it for the "
+            "client's --ca-file (or serve your own certificate with --tls-cert)"
+        )
+    return make_certificate(host)
 
 
 @click.command("emulator")
@@ -131,6 +154,27 @@ class _Refused(click.ClickException):
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --demo-data: write the messages' edit targets here (JSONL).",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS with a certificate for 127.0.0.1, ::1, localhost and --host, signed by a "
+    "CA made at start (needs batchedit[tls]); see --tls-ca-out.",
+)
+@click.option(
+    "--tls-ca-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --tls: write the made CA's certificate here (PEM), for the client's --ca-file.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this PEM certificate chain instead of a made one.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The unencrypted PEM private key of --tls-cert (default: read from --tls-cert).",
+)
 def emulator_command(
     host: str,
     allow_remote: bool,
@@ -157,6 +201,10 @@ def emulator_command(
     fail_first_code: int,
     demo_data: int,
     demo_targets: Path | None,
+    tls: bool,
+    tls_ca_out: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Serve a local emulator of the IM REST API until Ctrl-C.
 
@@ -176,6 +224,10 @@ def emulator_command(
             f"--state {state} already holds data, and --demo-data would add {demo_data} more "
             "messages to it; give a new --state file, or leave out --demo-data to serve it as it is"
         )
+    try:
+        server_tls = _server_tls(host, tls, tls_cert, tls_key, tls_ca_out)
+    except ConfigError as exc:
+        raise _Refused(str(exc)) from None
     store = Store.load(saved.splitlines())
     config = EmulatorConfig(
         sdkappid=sdkappid,
@@ -206,11 +258,14 @@ def emulator_command(
 
     def listening(line: str) -> None:
         # Only once the port is bound: an emulator that cannot start leaves no files behind.
+        if tls_ca_out is not None and server_tls is not None and server_tls.ca_pem is not None:
+            tls_ca_out.write_bytes(server_tls.ca_pem)
         if demo_targets is not None and demo_data:
             demo_targets.write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in targets))
         click.echo(line, err=True)
 
     try:
-        asyncio.run(serve(emu, host, port, listening))
+        context = server_tls.context if server_tls else None
+        asyncio.run(serve(emu, host, port, listening, context))
     except ConfigError as exc:
         raise _Refused(str(exc)) from None

@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import os
 import signal
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -30,13 +31,17 @@ def is_loopback(host: str) -> bool:
 
 
 async def serve(
-    emulator: Emulator, host: str, port: int, announce: Callable[[str], None] = print
+    emulator: Emulator,
+    host: str,
+    port: int,
+    announce: Callable[[str], None] = print,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve on ``host:port`` (port 0 picks a free one) until SIGINT/SIGTERM, then save state.
 
-    ``announce`` receives one line, ``emulator listening on http://HOST:PORT``, once the socket is
-    bound, so a parent process can read the port. A port that cannot be bound raises
-    :class:`ConfigError` and saves nothing.
+    ``announce`` receives one line, ``emulator listening on http://HOST:PORT`` (``https`` with an
+    ``ssl_context``), once the socket is bound, so a parent process can read the port. A port
+    that cannot be bound raises :class:`ConfigError` and saves nothing.
     """
     # Everything loaded so far lives as long as the server: keep it out of the cyclic GC, whose
     # full passes over a large store would stall request handling for milliseconds at a time.
@@ -44,7 +49,7 @@ async def serve(
     runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=1.0).start()
+        await web.TCPSite(runner, host, port, shutdown_timeout=1.0, ssl_context=ssl_context).start()
     except OSError as exc:
         await runner.cleanup()
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -53,7 +58,8 @@ async def serve(
         ) from None
     try:
         bound = runner.addresses[0][1]
-        announce(f"emulator listening on http://{host}:{bound}")
+        scheme = "https" if ssl_context else "http"
+        announce(f"emulator listening on {scheme}://{host}:{bound}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

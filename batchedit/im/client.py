@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,7 +171,9 @@ class ImClient:
     """An async context manager over one keep-alive ``ClientSession`` to one IM endpoint.
 
     ``timeout`` is seconds per HTTP attempt (the server's own limit is 3 s, spec section 1);
-    ``max_connections`` bounds open connections (0: no bound). Create it inside the running loop.
+    ``max_connections`` bounds open connections (0: no bound); ``ssl_context`` says whom to trust
+    over https (see :func:`batchedit.im.tls.client_context`; ``None``: the system's CAs). Create it
+    inside the running loop.
     """
 
     def __init__(
@@ -180,11 +183,13 @@ class ImClient:
         *,
         timeout: float = 10.0,
         max_connections: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.sig = sig
         self.timeout = timeout
         self._max_connections = max_connections
+        self._ssl = ssl_context
         self._identifier = quote(sig.identifier, safe="")
         self._session: aiohttp.ClientSession | None = None
 
@@ -192,7 +197,10 @@ class ImClient:
         # Long keep-alive: a new connection costs a handshake, and a request that waits for one
         # reaches the server late, squeezing the requests behind it into the same second.
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, keepalive_timeout=60
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=60,
+            ssl=self._ssl or True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
