@@ -8,17 +8,23 @@ from batchedit.im.errors import ImError as BatchEditError
 from batchedit.im.history import find_message, iter_history
 from batchedit.im.usersig import SigVerdict
 from batchedit.outcomes import Outcome, Status, Summary
-from batchedit.plan import Rules, plan_edits
+from batchedit.plan import PlanStats, Rules, plan_edits, run_plan
+from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
-from batchedit.runner import RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
+from batchedit.sender import ApiConfig, RunControl
 
 __all__ = [
+    "ApiConfig",
     "ApiError",
     "BatchEditError",
     "ConfigError",
     "ErrorClass",
     "ImClient",
+    "Observer",
     "Outcome",
+    "PlanStats",
+    "Progress",
     "Reply",
     "RetryPolicy",
     "RoamMessage",
@@ -37,5 +43,6 @@ __all__ = [
     "redact",
     "resolve_endpoint",
     "run_batch",
+    "run_plan",
     "undo_edits",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +18,7 @@ from batchedit.im.auth import Secret, SigSource, read_secret_key
 from batchedit.im.client import resolve_endpoint
 from batchedit.im.errors import ConfigError
 from batchedit.retry import RetryPolicy
+from batchedit.sender import ApiConfig, RunControl
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -70,6 +74,18 @@ class Connection:
     def policy(self) -> RetryPolicy:
         """The retry policy these options ask for."""
         return RetryPolicy(max_attempts=self.max_attempts)
+
+    def api(self) -> ApiConfig:
+        """How to reach the API, as these options say (raises :class:`ConfigError`)."""
+        return ApiConfig(
+            endpoint=self.endpoint(),
+            sig=self.sig(),
+            rate=self.rate or None,
+            window=self.window,
+            concurrency=self.concurrency,
+            policy=self.policy(),
+            timeout=self.timeout,
+        )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -162,3 +178,43 @@ def connection_options(command: F) -> F:
         return command(*args, conn=conn, **kwargs)
 
     return with_options(_CONNECTION_OPTIONS, wrapper)  # type: ignore[return-value]
+
+
+T = TypeVar("T")
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+"""The signals that stop a run: the first gracefully, the second at once."""
+
+
+async def with_signals(work: Callable[[RunControl], Awaitable[T]]) -> T:
+    """``await work(control)`` with Ctrl-C, SIGTERM and SIGHUP wired to ``control``.
+
+    The first such signal stops taking work and lets in-flight requests finish; the next
+    cancels them.
+    """
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal(number: signal.Signals) -> None:
+        nonlocal received
+        received += 1
+        name = STOP_SIGNALS[number]
+        if received == 1:
+            control.interrupt("interrupted" if number is signal.SIGINT else f"stopped by {name}")
+            message = (
+                f"\n{name}: stopping, letting in-flight requests finish ({name} again cancels them)"
+            )
+        else:
+            control.cancel_now()
+            message = f"\n{name} again: cancelling in-flight requests"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            click.echo(message, err=True)
+
+    for number in STOP_SIGNALS:
+        loop.add_signal_handler(number, on_signal, number)
+    try:
+        return await work(control)
+    finally:
+        for number in STOP_SIGNALS:
+            loop.remove_signal_handler(number)

@@ -2,6 +2,7 @@
 
 Every HTTP attempt, retries included, takes a grant from the limiter; waiting between retries
 happens outside the limiter. What each answer means comes from :mod:`batchedit.im.errors`.
+:class:`Senders` is the one place a run (or a plan) wires client, UserSig guard and limiters.
 """
 
 from __future__ import annotations
@@ -9,17 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import orjson
+from yarl import URL
 
 from batchedit.im.auth import SigSource
 from batchedit.im.client import ImClient, Reply
-from batchedit.im.errors import ErrorClass, fatal_reason
+from batchedit.im.errors import ConfigError, ErrorClass, fatal_reason
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.retry import RetryPolicy
+
+UNREACHABLE_AFTER = 10
+"""A run whose first this many requests all fail to connect stops: the host is unreachable."""
 
 
 class RunState:
@@ -30,6 +37,7 @@ class RunState:
         self.reason = ""
         self.retrying = 0
         self._event = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def stopping(self) -> bool:
@@ -42,11 +50,56 @@ class RunState:
             self.stopped = kind
             self.reason = reason
             self._event.set()
+            for listener in self._listeners:
+                listener()
+
+    def on_stop(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the run stops (at once if it already has)."""
+        self._listeners.append(listener)
+        if self.stopping:
+            listener()
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a stop is requested meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class RunControl:
+    """Lets a caller (the CLI's signal handlers) stop a run gracefully, or at once."""
+
+    def __init__(self) -> None:
+        self.state = RunState()
+        self._now = asyncio.Event()
+
+    def interrupt(self, why: str = "interrupted") -> None:
+        """First Ctrl-C (or SIGTERM, SIGHUP): take no new work, let in-flight requests finish.
+
+        ``why`` starts the summary's reason, e.g. ``"stopped by SIGTERM"``.
+        """
+        self.state.stop("interrupted", f"{why}: in-flight requests were let finish")
+
+    def cancel_now(self) -> None:
+        """Second Ctrl-C: cancel in-flight requests too."""
+        self.state.stop("interrupted", "interrupted")
+        self._now.set()
+
+    async def finish(self, work: Awaitable[object]) -> bool:
+        """Await ``work``, unless :meth:`cancel_now` comes first: then cancel it, wait for it to
+        end, and return ``False``."""
+        task = asyncio.ensure_future(work)
+        now = asyncio.ensure_future(self._now.wait())
+        try:
+            await asyncio.wait([task, now], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            now.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.wait([task])
+        if not task.cancelled():
+            task.result()  # raises what the work raised
+            return True
+        return False
 
 
 class SigGuard:
@@ -68,10 +121,137 @@ class SigGuard:
 
 @dataclass(slots=True)
 class Track:
-    """One record's attempts so far, readable even if its task is cancelled midway."""
+    """One record's attempts so far, readable even if its task is cancelled midway.
+
+    ``timed_out`` is set once an attempt got no answer in time: the server may still apply it.
+    """
 
     attempts: int = 0
     last: Reply | None = None
+    timed_out: bool = False
+
+
+class Settle:
+    """After an attempt about a message timed out, that message's next request waits ``delay``
+    seconds: the timed-out request may still be in flight, and must not land after a newer one.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._until: dict[Hashable, float] = {}
+        self._order: deque[tuple[float, Hashable]] = deque()
+
+    def hold(self, key: Hashable) -> None:
+        """A request about ``key`` just timed out."""
+        until = time.monotonic() + self.delay
+        self._until[key] = until
+        self._order.append((until, key))
+
+    def remaining(self, key: Hashable) -> float:
+        """Seconds ``key``'s next request must still wait (0: none)."""
+        now = time.monotonic()
+        while self._order and self._order[0][0] <= now:
+            until, old = self._order.popleft()
+            if self._until.get(old) == until:
+                del self._until[old]
+        return max(0.0, self._until.get(key, now) - now)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """How requests reach the IM REST API (shared by ``run``, ``undo`` and ``plan``).
+
+    ``endpoint`` is the base URL and ``sig`` the credentials (both may be left out for a dry
+    run). ``rate`` is requests per second per API (``None``: no limit), kept in any window of
+    ``window`` seconds (one second plus a margin for uneven arrival at the server);
+    ``concurrency`` bounds the records (or conversations) in progress; ``timeout`` is seconds per
+    HTTP attempt; ``settle`` is how many seconds a message's next edit waits after an attempt on
+    it timed out (``None``: ``timeout``).
+    """
+
+    endpoint: str = ""
+    sig: SigSource | None = None
+    rate: float | None = 200.0
+    window: float = 1.005
+    concurrency: int = 100
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 10.0
+    settle: float | None = None
+
+
+class _Reach:
+    """Stops the run when its first :data:`UNREACHABLE_AFTER` requests all fail to connect."""
+
+    def __init__(self, endpoint: str, state: RunState) -> None:
+        url = URL(endpoint)
+        self._host = f"{url.host}:{url.port}" if url.explicit_port else str(url.host)
+        self._state = state
+        self._failures = 0
+        self._known = False
+
+    def saw(self, reply: Reply) -> None:
+        if self._known:
+            return
+        if reply.reached:
+            self._known = True
+            return
+        self._failures += 1
+        if self._failures >= UNREACHABLE_AFTER:
+            self._state.stop(
+                "fatal",
+                f"cannot reach {self._host} ({reply.info}): check the base URL or region, "
+                "and this machine's network",
+            )
+
+
+class Senders:
+    """One client, one UserSig guard, one reachability check; a :class:`Sender` per budget.
+
+    Use as ``async with`` inside the running loop; each :meth:`sender` gets its own limiter,
+    since the service limits each API separately.
+    """
+
+    def __init__(self, config: ApiConfig, state: RunState) -> None:
+        if config.sig is None or not config.endpoint:
+            raise ConfigError("sending needs an endpoint and credentials")
+        self.config = config
+        self._state = state
+        self._client = ImClient(
+            config.endpoint,
+            config.sig,
+            timeout=config.timeout,
+            max_connections=config.concurrency,
+        )
+        self._guard = SigGuard(config.sig)
+        self._reach = _Reach(config.endpoint, state)
+        self._settle = Settle(config.timeout if config.settle is None else config.settle)
+
+    async def __aenter__(self) -> Senders:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+    def sender(self, on_send: Callable[[float], None] = lambda _: None) -> Sender:
+        """A sender with its own limiter; ``on_send(monotonic time)`` is told of each attempt."""
+        rate = self.config.rate
+        limiter = AdaptiveLimiter(rate, window=self.config.window) if rate else None
+        return Sender(
+            self._client,
+            limiter,
+            self.config.policy,
+            self._state,
+            self._guard,
+            on_send,
+            reach=self._reach.saw,
+            settle=self._settle,
+        )
 
 
 class Sender:
@@ -85,13 +265,18 @@ class Sender:
         state: RunState,
         sig_guard: SigGuard,
         on_send: Callable[[float], None] = lambda _: None,
+        *,
+        reach: Callable[[Reply], None] = lambda _: None,
+        settle: Settle | None = None,
     ) -> None:
         self._client = client
-        self._limiter = limiter
+        self.limiter = limiter
         self._policy = policy
         self._state = state
         self._sig_guard = sig_guard
         self._on_send = on_send
+        self._reach = reach
+        self._settle = settle or Settle(client.timeout)
 
     async def call(self, api: str, body: Mapping[str, Any]) -> Reply:
         """A :data:`~batchedit.im.client.Caller`: the final answer after retries.
@@ -104,12 +289,16 @@ class Sender:
             return Reply(None, "not sent: the run is stopping", http_status=None)
         return track.last
 
-    async def send(self, api: str, payload: bytes, track: Track) -> str | None:
+    async def send(
+        self, api: str, payload: bytes, track: Track, message: Hashable | None = None
+    ) -> str | None:
         """Send until the answer is final; attempts and the last reply land in ``track``.
 
-        Returns why retrying ended early (time or throttle budget spent, run stopping), or
-        ``None`` when the last reply is simply the final answer. ``track.attempts`` stays 0 when
-        the run stopped before the first attempt.
+        ``message`` names what the request changes: after an attempt about it timed out, its
+        next request (a retry, or the next edit of the same message) is held back for the
+        settle delay. Returns why retrying ended early (time or throttle budget spent, run
+        stopping), or ``None`` when the last reply is simply the final answer. ``track.attempts``
+        stays 0 when the run stopped before the first attempt.
         """
         policy = self._policy
         state = self._state
@@ -118,7 +307,11 @@ class Sender:
         while True:
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
-            granted = await self._limiter.acquire() if self._limiter else time.monotonic()
+            held = self._settle.remaining(message) if message is not None else 0.0
+            if held > 0:
+                await state.pause(held)
+                continue
+            granted = await self.limiter.acquire() if self.limiter else time.monotonic()
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
             self._client.sig.current()  # made or renewed now, so this is the generation sent
@@ -126,6 +319,11 @@ class Sender:
             self._on_send(granted)
             track.attempts += 1
             reply = track.last = await self._client.call_raw(api, payload)
+            self._reach(reply)
+            if reply.timed_out:
+                track.timed_out = True
+                if message is not None:
+                    self._settle.hold(message)
             kind = reply.error_class
             if kind in (ErrorClass.OK, ErrorClass.PERMANENT):
                 return None
@@ -140,8 +338,8 @@ class Sender:
                 throttled += 1
                 if throttled > policy.max_throttled:
                     return f"still throttled after {policy.max_throttled} tries"
-                if self._limiter is not None:
-                    self._limiter.throttled(granted)
+                if self.limiter is not None:
+                    self.limiter.throttled(granted)
                     continue
                 delay = policy.backoff(throttled)
             else:

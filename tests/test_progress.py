@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchedit.outcomes import LatencyHistogram, Outcome, Status, Summary
-from batchedit.progress import SHOWN_INVALID, ConsoleObserver, count_lines
+from batchedit.progress import SHOWN_INVALID, ConsoleObserver, Progress, count_lines
 from batchedit.ratelimit import RateStats
 
 
@@ -33,17 +33,16 @@ def test_quiet_prints_nothing() -> None:
     out = io.StringIO()
     observer = ConsoleObserver(out, 10, live=True, quiet=True)
     observer.outcome(_invalid(1))
-    observer.tick(Summary(), 200.0, 0)
+    observer.tick(Progress(0, {"ok": 0}, rate=200.0))
     assert out.getvalue() == ""
 
 
 def test_progress_line_shows_done_rate_eta_and_counts() -> None:
-    """On a terminal the line shows done/total, rate, ETA, ok/failed/invalid/retrying, limit."""
+    """On a terminal the line shows done/total, rate, ETA, the counts in order, the limit."""
     out = io.StringIO()
     observer = ConsoleObserver(out, 100, live=True, quiet=False)
-    summary = Summary()
-    summary.add(Outcome(1, "0", Status.OK, "a", "b", "k", code=0, attempts=1))
-    observer.tick(summary, 180.0, 3)
+    counts = {"ok": 1, "failed": 0, "invalid": 0, "retrying": 3}
+    observer.tick(Progress(1, counts, rate=180.0))
     text = out.getvalue()
     assert text.startswith("\r\x1b[2K1/100 | ")
     assert "ETA " in text

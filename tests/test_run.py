@@ -12,8 +12,10 @@ from batchedit import Secret, SigSource
 from batchedit.emulator import Faults, Message
 from batchedit.im import usersig
 from batchedit.outcomes import Outcome, Summary
+from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
-from batchedit.runner import Observer, RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
+from batchedit.sender import RunControl
 from tests.conftest import EmulatorFactory, Running
 from tests.helpers import (
     ADMIN,
@@ -61,7 +63,7 @@ class _InterruptAfter:
         if self._left == 0:
             self._control.interrupt()
 
-    def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
+    def tick(self, progress: Progress) -> None:
         """Progress is not watched here."""
 
 
