@@ -71,17 +71,23 @@ class RunControl:
     def __init__(self) -> None:
         self.state = RunState()
         self._now = asyncio.Event()
+        self._why = "interrupted"
 
     def interrupt(self, why: str = "interrupted") -> None:
         """First Ctrl-C (or SIGTERM, SIGHUP): take no new work, let in-flight requests finish.
 
         ``why`` starts the summary's reason, e.g. ``"stopped by SIGTERM"``.
         """
+        if not self.state.stopping:
+            self._why = why
         self.state.stop("interrupted", f"{why}: in-flight requests were let finish")
 
     def cancel_now(self) -> None:
         """Second Ctrl-C: cancel in-flight requests too."""
-        self.state.stop("interrupted", "interrupted")
+        state = self.state
+        if state.stopped == "interrupted":
+            state.reason = f"{self._why}, then again: in-flight requests were cancelled"
+        state.stop("interrupted", "interrupted: in-flight requests were cancelled")
         self._now.set()
 
     async def finish(self, work: Awaitable[object]) -> bool:
