@@ -56,7 +56,8 @@ async def _until_arrivals(running: Running, count: int) -> None:
     traffic = running.emulator.traffic
 
     async def poll() -> None:
-        while traffic.of("openim/modify_c2c_msg").arrivals < count:
+        # The emulator's counters have no event to wait on: poll them.
+        while traffic.of("openim/modify_c2c_msg").arrivals < count:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), HANG_GUARD)
@@ -197,7 +198,7 @@ async def test_a_stop_ends_a_run_waiting_on_a_quiet_pipe(
     try:
         os.write(write_end, b"".join(orjson.dumps(e) + b"\n" for e in edits))
         control = RunControl()
-        with open(read_end, "rb", closefd=False) as source:
+        with io.BufferedReader(io.FileIO(read_end, "rb", closefd=False)) as source:
             summary = await _run(
                 source, _config(running, tmp_path / "r.jsonl"), control, _StopAfter(3, control)
             )
