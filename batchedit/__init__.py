@@ -12,7 +12,8 @@ from batchedit.plan import PlanStats, Rules, plan_edits, run_plan
 from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig, run_batch
-from batchedit.sender import ApiConfig, RunControl
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig
 
 __all__ = [
     "ApiConfig",

@@ -18,7 +18,8 @@ from batchedit.im.auth import Secret, SigSource, read_secret_key
 from batchedit.im.client import resolve_endpoint
 from batchedit.im.errors import ConfigError
 from batchedit.retry import RetryPolicy
-from batchedit.sender import ApiConfig, RunControl
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1

@@ -27,7 +27,8 @@ from batchedit.im.client import Caller, RoamMessage, redact
 from batchedit.im.errors import ApiError, ConfigError
 from batchedit.im.history import iter_history
 from batchedit.progress import Observer, Progress, ticking
-from batchedit.sender import ApiConfig, RunControl, Senders
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig, Senders
 
 TEMPLATE_FIELDS = ("MsgKey", "From_Account", "To_Account", "MsgTimeStamp", "CloudCustomData")
 """The ``$names`` a ``--set-cloud-custom-data`` template may use."""

@@ -25,7 +25,8 @@ from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.reader import InputError, LineReader
 from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
 from batchedit.results import JsonlAppender, ResumeIndex
-from batchedit.sender import ApiConfig, RunControl, Sender, Senders, Track
+from batchedit.sender import RunControl, Sender, Track
+from batchedit.wiring import ApiConfig, Senders
 
 UNCERTAIN = "uncertain: an attempt timed out, and the server may still have carried it out"
 """The note of a line whose attempts included a timeout."""
@@ -33,7 +34,7 @@ UNCERTAIN = "uncertain: an attempt timed out, and the server may still have carr
 
 @dataclass(frozen=True, slots=True)
 class RunConfig(ApiConfig):
-    """Everything a run needs besides its input: the :class:`~batchedit.sender.ApiConfig`
+    """Everything a run needs besides its input: the :class:`~batchedit.wiring.ApiConfig`
     fields (endpoint, credentials, rate, timeouts, retries), and these.
 
     ``results`` is the results log (not needed for a dry run); ``breaker`` stops the run after

@@ -20,7 +20,7 @@ from batchedit.emulator import Emulator, EmulatorConfig, Faults
 from batchedit.outcomes import Summary
 from batchedit.retry import RetryPolicy
 from batchedit.runner import UNCERTAIN, RunConfig, run_batch
-from batchedit.sender import UNREACHABLE_AFTER
+from batchedit.wiring import UNREACHABLE_AFTER
 from tests.conftest import EmulatorFactory, ServerFactory
 from tests.helpers import ADMIN, SDKAPPID, SECRET, read_results, seed_messages, write_edits
 
