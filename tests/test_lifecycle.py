@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ import pytest
 
 from batchedit import Secret, SigSource
 from batchedit.emulator import Faults
+from batchedit.im.client import RoamMessage
 from batchedit.outcomes import Outcome, Summary
+from batchedit.plan import Rules, run_plan
 from batchedit.progress import Progress
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig, run_batch
 from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig
 from tests.conftest import EmulatorFactory, Running
 from tests.helpers import ADMIN, SDKAPPID, SECRET, read_results, seed_messages, write_edits
 
@@ -271,3 +275,55 @@ async def test_in_flight_edits_are_cancelled_when_the_grace_period_expires(
     assert summary.stopped == "interrupted"
     assert summary.reason == "interrupted: in-flight requests were let finish"
     assert _interrupted_in_flight(results) == [1, 2, 3, 4]
+
+
+def _api(running: Running, key: str = SECRET) -> ApiConfig:
+    sig = SigSource(SDKAPPID, ADMIN, secret_key=Secret(key))
+    return ApiConfig(endpoint=running.url, sig=sig, rate=None, policy=RetryPolicy.zero_wait())
+
+
+def _pairs(targets: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return sorted({(t["From_Account"], t["To_Account"]) for t in targets})
+
+
+async def test_run_plan_writes_its_file_only_when_complete(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """run_plan writes OUTPUT.partial and renames it once every conversation was read; a fatal
+    answer (a wrong key) stops it and leaves neither file."""
+    running = await start_emulator()
+    targets = seed_messages(running.emulator.store, 60)
+    rules = Rules(((re.compile("original"), "changed"),))
+    out = tmp_path / "plan.jsonl"
+    stats = await run_plan(_pairs(targets), 0, 2**32 - 1, rules, _api(running), output=out)
+    assert stats.stopped is None
+    assert {orjson.loads(line)["MsgKey"] for line in out.read_bytes().splitlines()} == {
+        t["MsgKey"] for t in targets
+    }
+    assert stats.requests == running.emulator.traffic.of("openim/admin_getroammsg").arrivals
+    out.unlink()
+    wrong = await run_plan(_pairs(targets), 0, 2**32 - 1, rules, _api(running, "bad"), output=out)
+    assert wrong.stopped == "fatal"
+    assert "70009" in wrong.reason
+    assert not out.exists()
+    assert not out.with_name("plan.jsonl.partial").exists()
+
+
+async def test_an_error_inside_a_plan_worker_stops_planning(
+    start_emulator: EmulatorFactory,
+) -> None:
+    """An exception while planning (here from the preview) stops the plan as fatal with the
+    conversation and the error, instead of hanging or escaping as a traceback."""
+    running = await start_emulator()
+    targets = seed_messages(running.emulator.store, 60)
+    rules = Rules(((re.compile("original"), "changed"),))
+
+    def preview(edit: dict[str, Any], before: RoamMessage) -> bool:
+        raise RuntimeError("the terminal went away")
+
+    stats = await asyncio.wait_for(
+        run_plan(_pairs(targets), 0, 2**32 - 1, rules, _api(running), preview=preview),
+        HANG_GUARD,
+    )
+    assert stats.stopped == "fatal"
+    assert stats.reason.endswith(": RuntimeError: the terminal went away")

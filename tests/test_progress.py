@@ -51,6 +51,21 @@ def test_progress_line_shows_done_rate_eta_and_counts() -> None:
     assert out.getvalue().endswith("\n")
 
 
+def test_one_progress_line_serves_a_plan_too() -> None:
+    """Without a total the line counts the work's own unit (a plan's conversations) and shows
+    whatever counts it is given; with --resume the skipped lines do not count as speed."""
+    out = io.StringIO()
+    observer = ConsoleObserver(out, None, live=True, quiet=False)
+    counts = {"messages": 40, "planned": 3, "requests": 5}
+    observer.tick(Progress(2, counts, unit="conversations"))
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[2K2 conversations | ")
+    assert text.endswith(" | messages 40 planned 3 requests 5")
+    out = io.StringIO()
+    ConsoleObserver(out, 10, live=True, quiet=False).tick(Progress(10, {"ok": 0}, skipped=10))
+    assert out.getvalue() == "\r\x1b[2K10/10 | 0/s | ok 0"
+
+
 def test_summary_reports_codes_latency_and_adaptation() -> None:
     """The summary folds outcomes: counts per outcome and code, retries, the rate's cuts."""
     summary = Summary()
