@@ -135,6 +135,8 @@ class LineReader:
     async def batch(self) -> list[Item | Done] | None:
         """The records read since the last call (waiting for at least one); ``None`` at the end
         of the input or after :meth:`stop`. Raises :class:`InputError` if reading failed."""
+        # Always yield once: a reader that keeps ahead must not starve the loop (signals, ticks).
+        await asyncio.sleep(0)
         while True:
             with self._lock:
                 if self._ready and not self._stopped:
