@@ -210,8 +210,8 @@ class Summary:
                 )
         if self.unrecorded:
             lines.append(
-                f"  NOT IN THE RESULTS LOG: {self.unrecorded} outcomes above (--resume redoes "
-                "those lines)"
+                f"  NOT IN THE RESULTS LOG: {self.unrecorded} of the outcomes above (--resume "
+                "redoes those lines)"
             )
         if self.stopped is not None:
             lines.append(f"  STOPPED ({self.stopped}): {self.reason}")
