@@ -9,17 +9,24 @@ from batchedit.im.history import find_message, iter_history
 from batchedit.im.tls import client_context
 from batchedit.im.usersig import SigVerdict
 from batchedit.outcomes import Outcome, Status, Summary
-from batchedit.plan import Rules, plan_edits
+from batchedit.plan import PlanStats, Rules, plan_edits, run_plan
+from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
-from batchedit.runner import RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig
 
 __all__ = [
+    "ApiConfig",
     "ApiError",
     "BatchEditError",
     "ConfigError",
     "ErrorClass",
     "ImClient",
+    "Observer",
     "Outcome",
+    "PlanStats",
+    "Progress",
     "Reply",
     "RetryPolicy",
     "RoamMessage",
@@ -39,5 +46,6 @@ __all__ = [
     "redact",
     "resolve_endpoint",
     "run_batch",
+    "run_plan",
     "undo_edits",
 ]

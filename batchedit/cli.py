@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import stat
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from batchedit.cli_common import (
     F,
     connection_options,
     with_options,
+    with_signals,
 )
 from batchedit.cli_plan import plan_command
 from batchedit.cli_report import report_command
@@ -33,15 +33,17 @@ from batchedit.emulator.cli import emulator_command
 from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
 from batchedit.progress import ConsoleObserver, count_lines
-from batchedit.runner import RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
 
 EXIT_STATUS_HELP = """\b
 Exit status:
   0    every line ok
   1    some line failed or was invalid
   2    usage or configuration error (nothing sent)
-  3    run aborted: fatal auth/permission/app error, or the circuit breaker
-  130  interrupted (after letting in-flight edits finish)
+  3    run aborted: fatal auth/permission/app/URL error, unreachable host,
+       the circuit breaker, or a log or input that failed (shown)
+  130  interrupted by Ctrl-C, SIGTERM or SIGHUP (the first lets in-flight
+       edits finish for --grace seconds, a second cancels them)
 """
 
 
@@ -68,33 +70,6 @@ def exit_code_for(summary: Summary) -> int:
     return EXIT_OK if summary.all_ok else EXIT_SOME_FAILED
 
 
-async def _run_with_signals(
-    source: IO[bytes], config: RunConfig, observer: ConsoleObserver
-) -> Summary:
-    control = RunControl()
-    loop = asyncio.get_running_loop()
-    presses = 0
-
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            click.echo(
-                "\nstopping: letting in-flight edits finish (Ctrl-C again to cancel them)", err=True
-            )
-            control.interrupt()
-        else:
-            control.cancel_now()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        return await run_batch(source, config, observer=observer, control=control)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 _RUN_OPTIONS = [
     click.option(
         "--results",
@@ -113,7 +88,13 @@ _RUN_OPTIONS = [
         type=click.FloatRange(min=0),
         default=10.0,
         show_default=True,
-        help="Seconds in-flight edits may take to finish after Ctrl-C.",
+        help="Seconds in-flight edits may take to finish after Ctrl-C or SIGTERM.",
+    ),
+    click.option(
+        "--settle",
+        type=click.FloatRange(min=0),
+        help="After an attempt at a message timed out, hold that message's next edit back this "
+        "many seconds, so the late request cannot land after it [default: --timeout].",
     ),
     click.option("--resume", is_flag=True, help="Skip lines RESULTS already has as done."),
     click.option("--quiet", "-q", is_flag=True, help="No progress and no invalid-line list."),
@@ -138,15 +119,22 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
     observer = ConsoleObserver(sys.stderr, total, live=live, quiet=quiet)
     try:
         with source:
-            summary = asyncio.run(_run_with_signals(source, config, observer))
+            summary = asyncio.run(
+                with_signals(
+                    lambda control: run_batch(source, config, observer=observer, control=control)
+                )
+            )
     except ImError as exc:
         raise ConfigProblem(str(exc)) from None
-    observer.finish()
-    click.echo(summary.render(), err=True)
-    if config.results is not None and not config.dry_run:
-        click.echo(f"  results: {config.results}", err=True)
-    if config.backup is not None:
-        click.echo(f"  backup: {config.backup} (undo: batchedit undo {config.backup})", err=True)
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        observer.finish()
+        click.echo(summary.render(), err=True)
+        if config.results is not None and not config.dry_run:
+            click.echo(f"  results: {config.results}", err=True)
+        if config.backup is not None:
+            click.echo(
+                f"  backup: {config.backup} (undo: batchedit undo {config.backup})", err=True
+            )
     if config.summary_json is not None:
         try:
             config.summary_json.write_bytes(
@@ -154,7 +142,8 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
             )
         except OSError as exc:
             problem = f"cannot write --summary-json {config.summary_json}: {exc.strerror}"
-            click.echo(problem, err=True)
+            with contextlib.suppress(OSError):
+                click.echo(problem, err=True)
     sys.exit(exit_code_for(summary))
 
 
@@ -196,6 +185,7 @@ def run(
     results: Path | None,
     breaker: int,
     grace: float,
+    settle: float | None,
     resume: bool,
     quiet: bool,
     summary_json: Path | None,
@@ -215,6 +205,7 @@ def run(
             results,
             breaker=breaker,
             grace=grace,
+            settle=settle,
             resume=resume,
             dry_run=dry_run,
             backup=backup,
@@ -241,6 +232,7 @@ def undo(
     results: Path | None,
     breaker: int,
     grace: float,
+    settle: float | None,
     resume: bool,
     quiet: bool,
     summary_json: Path | None,
@@ -259,6 +251,7 @@ def undo(
             results,
             breaker=breaker,
             grace=grace,
+            settle=settle,
             resume=resume,
             summary_json=summary_json,
             read_from=backup,

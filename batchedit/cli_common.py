@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +19,8 @@ from batchedit.im.auth import Secret, SigSource, read_secret_key
 from batchedit.im.client import resolve_endpoint
 from batchedit.im.errors import ConfigError
 from batchedit.retry import RetryPolicy
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -72,6 +77,19 @@ class Connection:
     def policy(self) -> RetryPolicy:
         """The retry policy these options ask for."""
         return RetryPolicy(max_attempts=self.max_attempts)
+
+    def api(self) -> ApiConfig:
+        """How to reach the API, as these options say (raises :class:`ConfigError`)."""
+        return ApiConfig(
+            endpoint=self.endpoint(),
+            sig=self.sig(),
+            rate=self.rate or None,
+            window=self.window,
+            concurrency=self.concurrency,
+            policy=self.policy(),
+            timeout=self.timeout,
+            ca_file=self.ca_file,
+        )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,3 +204,43 @@ def _one_endpoint(region: str | None, base_url: str | None) -> tuple[str | None,
         return (region, None) if region_flag else (None, base_url)
     both = "--region and --base-url" if region_flag else "TIM_REGION and TIM_BASE_URL"
     raise ConfigProblem(f"{both} are both set; give one endpoint")
+
+
+T = TypeVar("T")
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+"""The signals that stop a run: the first gracefully, the second at once."""
+
+
+async def with_signals(work: Callable[[RunControl], Awaitable[T]]) -> T:
+    """``await work(control)`` with Ctrl-C, SIGTERM and SIGHUP wired to ``control``.
+
+    The first such signal stops taking work and lets in-flight requests finish; the next
+    cancels them.
+    """
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal(number: signal.Signals) -> None:
+        nonlocal received
+        received += 1
+        name = STOP_SIGNALS[number]
+        if received == 1:
+            control.interrupt("interrupted" if number is signal.SIGINT else f"stopped by {name}")
+            message = (
+                f"\n{name}: stopping, letting in-flight requests finish ({name} again cancels them)"
+            )
+        else:
+            control.cancel_now()
+            message = f"\n{name} again: cancelling in-flight requests"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            click.echo(message, err=True)
+
+    for number in STOP_SIGNALS:
+        loop.add_signal_handler(number, on_signal, number)
+    try:
+        return await work(control)
+    finally:
+        for number in STOP_SIGNALS:
+            loop.remove_signal_handler(number)

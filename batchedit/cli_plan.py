@@ -6,36 +6,25 @@ import asyncio
 import datetime as dt
 import re
 import sys
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
-import orjson
 
 from batchedit.cli_common import (
     EXIT_ABORTED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
     ConfigProblem,
     Connection,
     connection_options,
+    with_signals,
 )
-from batchedit.im.client import ImClient, RoamMessage
+from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
-from batchedit.im.tls import check_certificate, client_context
-from batchedit.plan import (
-    BadPair,
-    PlanStats,
-    Rules,
-    parse_template,
-    parse_when,
-    plan_edits,
-    read_pairs,
-)
-from batchedit.preflight import check_plan_files, start_lines
-from batchedit.ratelimit import AdaptiveLimiter
-from batchedit.sender import RunState, Sender, SigGuard
+from batchedit.plan import BadPair, Rules, parse_template, parse_when, read_pairs, run_plan
+from batchedit.progress import ConsoleObserver
 
 
 def _texts(body: list[Any]) -> list[str]:
@@ -62,80 +51,18 @@ def render_change(edit: dict[str, Any], before: RoamMessage) -> str:
     return "\n".join(lines)
 
 
-async def _plan(
-    conn: Connection,
-    source: Path,
-    pairs: list[tuple[str, str]],
-    since: int,
-    until: int,
-    rules: Rules,
-    out: IO[bytes] | None,
-    preview: int,
-    stats: PlanStats,
-) -> RunState:
-    state = RunState()
-    sig = conn.sig()
-    context = client_context(conn.ca_file)
-    await check_certificate(conn.endpoint(), context, conn.timeout)
-    for line in start_lines(conn.endpoint(), sig, str(source), conn.rate, conn.concurrency):
-        click.echo(line, err=True)
-    limiter = AdaptiveLimiter(conn.rate, window=conn.window) if conn.rate else None
-    reads = [0]
-    shown = [0]
+class _Preview:
+    """Prints the first ``limit`` planned changes, then asks planning to stop."""
 
-    def count(_: float) -> None:
-        reads[0] += 1
+    def __init__(self, limit: int) -> None:
+        self._left = limit
 
-    def emit(edit: dict[str, Any], before: RoamMessage) -> bool:
-        if out is not None:
-            out.write(orjson.dumps(edit) + b"\n")
-            return True
-        if shown[0] >= preview:  # another conversation's reader got here first
+    def __call__(self, edit: dict[str, Any], before: RoamMessage) -> bool:
+        if self._left <= 0:  # another conversation's reader got here first
             return False
         click.echo(render_change(edit, before) + "\n")
-        shown[0] += 1
-        return shown[0] < preview
-
-    async def progress() -> None:
-        while sys.stderr.isatty():
-            sys.stderr.write(
-                f"\r\x1b[2Kconversations {stats.conversations}/{len(pairs)}, "
-                f"messages {stats.messages}, planned {stats.planned}, requests {reads[0]}"
-            )
-            sys.stderr.flush()
-            await asyncio.sleep(0.5)
-
-    async with ImClient(
-        conn.endpoint(),
-        sig,
-        timeout=conn.timeout,
-        max_connections=conn.concurrency,
-        ssl_context=context,
-    ) as client:
-        reader = Sender(client, limiter, conn.policy(), state, SigGuard(sig), count)
-        ticker = asyncio.create_task(progress())
-        try:
-            await plan_edits(
-                pairs,
-                since,
-                until,
-                rules,
-                reader.call,
-                emit,
-                concurrency=min(conn.concurrency, 32),
-                stats=stats,
-            )
-        finally:
-            ticker.cancel()
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\x1b[2K")
-    stats_line = (
-        f"plan: {stats.conversations} conversations read, {stats.messages} messages "
-        f"({stats.recalled} recalled, skipped), {stats.planned} edits planned, "
-        f"{reads[0]} admin_getroammsg requests"
-    )
-    click.echo(stats_line, err=True)
-    return state
+        self._left -= 1
+        return self._left > 0
 
 
 @click.command("plan")
@@ -193,13 +120,12 @@ def plan_command(
 
     \b
     Exit status: 0 planned, 1 some pair line or conversation could not be read,
-    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions).
+    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions,
+    URL, unreachable host) or an error (shown), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
     """
     try:
         if (output is None) == (preview is None):
             raise ConfigError("give exactly one of --output FILE and --preview N")
-        if output is not None:
-            check_plan_files(pairs, output)
         compiled = []
         for pattern, replacement in replacements:
             try:
@@ -221,29 +147,41 @@ def plan_command(
                 conversations.append(pair)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    stats = PlanStats()
-    partial = output.with_name(output.name + ".partial") if output else None
-    started = time.monotonic()
-    out = partial.open("wb") if partial else None
+    observer = ConsoleObserver(
+        sys.stderr, len(conversations), live=sys.stderr.isatty(), quiet=False
+    )
     try:
-        state = asyncio.run(
-            _plan(conn, pairs, conversations, start, end, rules, out, preview or 0, stats)
+        config = conn.api()
+        stats = asyncio.run(
+            with_signals(
+                lambda control: run_plan(
+                    conversations,
+                    start,
+                    end,
+                    rules,
+                    config,
+                    output=output,
+                    pairs_file=pairs,
+                    preview=_Preview(preview) if preview is not None else None,
+                    observer=observer,
+                    control=control,
+                )
+            )
         )
     except ConfigError as exc:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
         raise ConfigProblem(str(exc)) from None
-    finally:
-        if out is not None:
-            out.close()
+    observer.finish()
+    click.echo(
+        f"plan: {stats.conversations} conversations read, {stats.messages} messages "
+        f"({stats.recalled} recalled, skipped), {stats.planned} edits planned, "
+        f"{stats.requests} admin_getroammsg requests",
+        err=True,
+    )
     for failure in stats.failed_conversations:
         click.echo(f"not read: {failure}", err=True)
-    if state.stopped is not None:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        click.echo(f"STOPPED: {state.reason}; nothing written", err=True)
-        sys.exit(EXIT_ABORTED)
-    if output is not None and partial is not None:
-        partial.replace(output)
-        click.echo(f"wrote {output} in {time.monotonic() - started:.1f} s", err=True)
+    if stats.stopped is not None:
+        click.echo(f"STOPPED ({stats.stopped}): {stats.reason}; nothing written", err=True)
+        sys.exit(EXIT_INTERRUPTED if stats.stopped == "interrupted" else EXIT_ABORTED)
+    if output is not None:
+        click.echo(f"wrote {output} in {stats.elapsed:.1f} s", err=True)
     sys.exit(EXIT_SOME_FAILED if bad or stats.failed_conversations else EXIT_OK)

@@ -115,6 +115,8 @@ class Summary:
     last_send: float | None = None
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     rate: RateStats | None = None
+    unrecorded: int = 0
+    """Outcomes the results log could not take (it failed; ``--resume`` redoes those lines)."""
     stopped: str | None = None
     """``None`` for a complete run; else ``fatal``, ``breaker`` or ``interrupted``."""
     reason: str = ""
@@ -192,6 +194,7 @@ class Summary:
                 "cuts": rate.cuts,
                 "lowest": round(rate.lowest, 2),
             },
+            "not_in_results": self.unrecorded,
             "stopped": self.stopped,
             "reason": self.reason,
             "never_sent": self.unsent,
@@ -236,6 +239,11 @@ class Summary:
                     f"{self.rate.cuts} cuts, lowest {self.rate.lowest:.1f} of "
                     f"{self.rate.target:g} req/s"
                 )
+        if self.unrecorded:
+            lines.append(
+                f"  NOT IN THE RESULTS LOG: {self.unrecorded} of the outcomes above (--resume "
+                "redoes those lines)"
+            )
         if self.stopped is not None:
             lines.append(f"  STOPPED ({self.stopped}): {self.reason}")
             if not self.dry_run:

@@ -9,21 +9,28 @@ change become edit records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import csv
 import datetime as dt
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
-from batchedit.im.client import Caller, RoamMessage
+from batchedit.im.client import Caller, RoamMessage, redact
 from batchedit.im.errors import ApiError, ConfigError
 from batchedit.im.history import iter_history
+from batchedit.im.tls import check_certificate, client_context
+from batchedit.preflight import check_plan_files, start_lines
+from batchedit.progress import Observer, Progress, ticking
+from batchedit.sender import RunControl
+from batchedit.wiring import ApiConfig, Senders
 
 TEMPLATE_FIELDS = ("MsgKey", "From_Account", "To_Account", "MsgTimeStamp", "CloudCustomData")
 """The ``$names`` a ``--set-cloud-custom-data`` template may use."""
@@ -173,7 +180,7 @@ def _json_row(line: str) -> Any:
 
 @dataclass(slots=True)
 class PlanStats:
-    """What a plan run read and wrote."""
+    """What a plan read and wrote, and how it ended (``stopped`` as in a run's summary)."""
 
     conversations: int = 0
     failed_conversations: list[str] = field(default_factory=list)
@@ -181,6 +188,15 @@ class PlanStats:
     recalled: int = 0
     planned: int = 0
     stopped_early: bool = False
+    """A preview had shown enough."""
+    requests: int = 0
+    """``admin_getroammsg`` requests made (``run_plan`` only)."""
+    error: str | None = None
+    """What stopped planning that was no API answer: an odd answer, or an output that failed."""
+    stopped: str | None = None
+    reason: str = ""
+    elapsed: float = 0.0
+    """Seconds."""
 
 
 async def plan_edits(
@@ -193,13 +209,16 @@ async def plan_edits(
     *,
     concurrency: int = 8,
     stats: PlanStats | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> PlanStats:
     """Read every conversation in ``[since, until]`` and ``emit(edit, before)`` each change.
 
     ``call`` sends the ``admin_getroammsg`` requests (wrap it for rate and retries); ``emit``
     returns ``False`` to stop planning (a preview that has shown enough). Up to ``concurrency``
     conversations are read at once. A conversation that cannot be read is noted in
-    ``failed_conversations`` and skipped.
+    ``failed_conversations`` and skipped. Planning ends early once ``stopping()`` is true, or
+    on any other error (an answer this code cannot read, an ``emit`` that raised), which is
+    noted in ``error``.
     """
     stats = stats or PlanStats()
     pending = iter(pairs)
@@ -207,7 +226,7 @@ async def plan_edits(
 
     async def worker() -> None:
         for a, b in pending:
-            if stop.is_set():
+            if stop.is_set() or stopping():
                 return
             try:
                 async for message in iter_history(call, a, b, since, until):
@@ -224,8 +243,135 @@ async def plan_edits(
                         stats.stopped_early = True
                         return
             except ApiError as exc:
+                if stopping():
+                    return  # not this conversation's fault: the run is stopping
                 stats.failed_conversations.append(f"{a} <-> {b}: {exc}")
+            except Exception as exc:  # an answer or a bug this code cannot handle: stop planning
+                stop.set()
+                stats.error = stats.error or redact(f"{a} <-> {b}: {type(exc).__name__}: {exc}")
+                return
             stats.conversations += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return stats
+
+
+async def run_plan(
+    pairs: Sequence[tuple[str, str]],
+    since: int,
+    until: int,
+    rules: Rules,
+    config: ApiConfig,
+    *,
+    output: Path | None = None,
+    pairs_file: Path | None = None,
+    preview: Callable[[dict[str, Any], RoamMessage], bool] | None = None,
+    observer: Observer | None = None,
+    control: RunControl | None = None,
+) -> PlanStats:
+    """Plan edits from the history of ``pairs``, sending through ``config``.
+
+    Either write them to ``output`` (JSONL, ready for ``run_batch``: written to
+    ``OUTPUT.partial`` and renamed when complete; nothing is left if planning stops early), or
+    hand each to ``preview`` (return ``False`` once it has shown enough). At most
+    ``config.concurrency`` (and 32) conversations are read at once. A fatal answer, an error or
+    ``control`` stops planning; ``stopped`` and ``reason`` say why. ``pairs_file``, the file the
+    pairs came from, is named in the start line and may not be ``output``.
+
+    Raises :class:`ConfigError` before the first request when ``output`` cannot be written or is
+    ``pairs_file``, or the https endpoint's certificate does not verify.
+    """
+    if (output is None) == (preview is None):
+        raise ConfigError("give exactly one of output and preview")
+    if output is not None and pairs_file is not None:
+        check_plan_files(pairs_file, output)
+    if config.sig is None:
+        raise ConfigError("planning needs an endpoint and credentials")
+    await check_certificate(config.endpoint, client_context(config.ca_file), config.timeout)
+    if observer is not None:
+        source = str(pairs_file) if pairs_file is not None else "-"
+        for line in start_lines(
+            config.endpoint, config.sig, source, config.rate, config.concurrency
+        ):
+            observer.notice(line)
+    control = control or RunControl()
+    state = control.state
+    stats = PlanStats()
+    started = time.monotonic()
+    partial = output.with_name(output.name + ".partial") if output is not None else None
+    try:
+        await _plan(pairs, since, until, rules, config, stats, partial, preview, observer, control)
+        if stats.error is not None:
+            state.stop("fatal", stats.error)
+        if partial is not None and output is not None and not state.stopping:
+            partial.replace(output)
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # still there only if planning did not complete
+    stats.stopped, stats.reason = state.stopped, state.reason
+    stats.elapsed = time.monotonic() - started
+    return stats
+
+
+async def _plan(
+    pairs: Sequence[tuple[str, str]],
+    since: int,
+    until: int,
+    rules: Rules,
+    config: ApiConfig,
+    stats: PlanStats,
+    partial: Path | None,
+    preview: Callable[[dict[str, Any], RoamMessage], bool] | None,
+    observer: Observer | None,
+    control: RunControl,
+) -> None:
+    state = control.state
+
+    def count(_: float) -> None:
+        stats.requests += 1
+
+    async with contextlib.AsyncExitStack() as stack:
+        senders = await stack.enter_async_context(Senders(config, state))
+        reads = senders.sender(count)
+
+        def progress() -> Progress:
+            counts = {"messages": stats.messages, "planned": stats.planned}
+            return Progress(
+                stats.conversations,
+                {**counts, "requests": stats.requests},
+                unit="conversations",
+                rate=reads.limiter.rate() if reads.limiter else None,
+            )
+
+        await stack.enter_async_context(ticking(observer, progress))
+        if partial is not None:
+            emit = _writer(stack.enter_context(_create(partial)))
+        elif preview is not None:
+            emit = preview
+        planning = plan_edits(
+            pairs,
+            since,
+            until,
+            rules,
+            reads.call,
+            emit,
+            concurrency=min(config.concurrency, 32),
+            stats=stats,
+            stopping=lambda: state.stopping,
+        )
+        await control.finish(planning)
+
+
+def _create(path: Path) -> IO[bytes]:
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _writer(out: IO[bytes]) -> Callable[[dict[str, Any], RoamMessage], bool]:
+    def write(edit: dict[str, Any], before: RoamMessage) -> bool:
+        out.write(orjson.dumps(edit) + b"\n")
+        return True
+
+    return write

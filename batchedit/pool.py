@@ -5,8 +5,11 @@ already queued or running (backpressure for the reader). Two records for the sam
 never in flight together: the second waits behind the first and runs on the same worker right
 after it, so the last one in the file is applied last.
 
-Shutdown, as aiojobs does it: :meth:`drain` waits for everything submitted; :meth:`stop` takes no
-more work and lets running records finish; :meth:`close` waits up to a grace period, then cancels.
+The pool is an async context manager, entered after everything its handler uses (client, logs)
+so that it closes before them. Shutdown, as aiojobs does it: :meth:`drain` waits for everything
+submitted; :meth:`stop` takes no more work and lets running records finish; :meth:`close` waits
+up to a grace period, then cancels. Leaving the ``async with`` block closes at once: whatever
+still runs is cancelled and awaited, so a cancelled caller never leaves live workers behind.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class OrderedPool(Generic[T]):
-    """Runs ``handle(item)`` for each submitted item on at most ``concurrency`` workers."""
+    """Runs ``handle(item)`` for each submitted item on at most ``concurrency`` workers.
+
+    ``handle`` should not raise: an exception from it stops the pool (no hang, no lost slot)
+    and is raised again by :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -33,31 +41,50 @@ class OrderedPool(Generic[T]):
             raise ValueError("concurrency must be at least 1")
         self._handle = handle
         self._key = key
-        self._slots = asyncio.Semaphore(buffer or concurrency * 4)
+        self._concurrency = concurrency
+        self._buffer = buffer or concurrency * 4
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
         self._chains: dict[Hashable, deque[T]] = {}
         self._pending = 0
+        self._room = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
-        self._workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
+        self._workers: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> OrderedPool[T]:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(0)
 
     @property
     def stopping(self) -> bool:
-        """Whether :meth:`stop` was called."""
+        """Whether :meth:`stop` was called (or a handler raised)."""
         return self._stopping
 
-    async def submit(self, item: T) -> None:
-        """Queue ``item``, waiting for room in the buffer."""
-        await self._slots.acquire()
+    async def submit(self, item: T) -> bool:
+        """Queue ``item``, waiting for room in the buffer; ``False`` (not queued) once stopping."""
+        while not self._stopping and self._pending >= self._buffer:
+            self._room.clear()
+            await self._room.wait()
+        if self._stopping:
+            return False
         self._pending += 1
         self._idle.clear()
         chain = self._chains.get(self._key(item))
         if chain is not None:
             chain.append(item)
-            return
-        self._chains[self._key(item)] = deque()
-        self._queue.put_nowait(item)
+        else:
+            self._chains[self._key(item)] = deque()
+            self._queue.put_nowait(item)
+        return True
 
     async def _work(self) -> None:
         while True:
@@ -65,20 +92,28 @@ class OrderedPool(Generic[T]):
             if item is None or self._stopping:
                 return
             key = self._key(item)
-            while True:
-                try:
-                    await self._handle(item)
-                finally:
+            try:
+                while True:
+                    try:
+                        await self._handle(item)
+                    except Exception:
+                        self.stop()
+                        raise
+                    finally:
+                        self._done_one()
+                    chain = self._chains[key]
+                    if not chain or self._stopping:
+                        break
+                    item = chain.popleft()
+            finally:
+                # Whatever still waits behind a stop, an error or a cancellation is dropped
+                # unhandled: the owner leaves those records for a later run.
+                for _ in self._chains.pop(key, ()):
                     self._done_one()
-                chain = self._chains[key]
-                if not chain or self._stopping:
-                    del self._chains[key]
-                    break
-                item = chain.popleft()
 
     def _done_one(self) -> None:
-        self._slots.release()
         self._pending -= 1
+        self._room.set()
         if self._pending == 0:
             self._idle.set()
 
@@ -87,19 +122,29 @@ class OrderedPool(Generic[T]):
         await self._idle.wait()
 
     def stop(self) -> None:
-        """Take no new items; items already running finish. Unblocks :meth:`drain`."""
+        """Take no new items; items already running finish. Unblocks :meth:`drain` and
+        :meth:`submit`."""
+        if self._stopping:
+            return
         self._stopping = True
         self._idle.set()
+        self._room.set()
         for _ in self._workers:
             # Wakes every parked worker; each sees the flag and ends without taking work.
             self._queue.put_nowait(None)
 
     async def close(self, grace: float) -> None:
-        """Stop, give running items ``grace`` seconds to finish, then cancel what is left."""
+        """Stop, give running items ``grace`` seconds to finish, then cancel what is left.
+
+        Raises the first exception a handler raised, if any.
+        """
         self.stop()
-        _, late = await asyncio.wait(self._workers, timeout=grace)
-        for worker in late:
-            worker.cancel()
+        if not self._workers:
+            return
+        if grace > 0:
+            await asyncio.wait(self._workers, timeout=grace)
+        for worker in self._workers:
+            worker.cancel()  # a no-op for a worker that already ended
         ended = await asyncio.gather(*self._workers, return_exceptions=True)
         for result in ended:
             # A handler must not raise; if one did, that is a bug to show, not to swallow.

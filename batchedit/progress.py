@@ -1,19 +1,56 @@
-"""What a person sees during a run: the first invalid lines, and a live progress line."""
+"""What a person sees while ``run``, ``undo`` or ``plan`` works: the first invalid lines, and a
+live progress line."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from typing import TextIO
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TextIO
 
-from batchedit.outcomes import Outcome, Status, Summary
+from batchedit.outcomes import Outcome, Status
 
 SHOWN_INVALID = 20
 """How many invalid lines are printed; the rest are only in the results log."""
 
+TICK = 0.5
+"""Seconds between two progress ticks."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot of work in progress.
+
+    ``done`` units (lines, conversations) are finished, ``skipped`` of them without work
+    (``--resume``); ``counts`` are shown in order; ``rate`` is the limit in force, in requests
+    per second (``None``: no limit).
+    """
+
+    done: int
+    counts: Mapping[str, int]
+    unit: str = "lines"
+    skipped: int = 0
+    rate: float | None = None
+
+
+class Observer(Protocol):
+    """Watches a run or plan: every outcome as it is recorded, and a tick twice a second."""
+
+    def outcome(self, outcome: Outcome) -> None:
+        """A line reached its final outcome (``run`` and ``undo`` only)."""
+
+    def notice(self, line: str) -> None:
+        """A line to show before the work starts (the start line, a warning)."""
+
+    def tick(self, progress: Progress) -> None:
+        """Periodic progress."""
+
 
 class ConsoleObserver:
     """Prints to ``stream`` (stderr): invalid lines as they come, and, on a terminal, a progress
-    line (done/total, rate, ETA, ok/failed/retrying) rewritten in place twice a second.
+    line (done/total, speed, ETA, counts, rate limit) rewritten in place twice a second.
     """
 
     def __init__(self, stream: TextIO, total: int | None, *, live: bool, quiet: bool) -> None:
@@ -41,24 +78,21 @@ class ConsoleObserver:
         """Print a line before the run starts (the start line, a warning), even when quiet."""
         print(line, file=self._stream)
 
-    def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
+    def tick(self, progress: Progress) -> None:
         """Redraw the progress line."""
         if not self._live:
             return
-        done = summary.total + summary.skipped
+        done = progress.done
         elapsed = time.monotonic() - self._started
-        speed = summary.total / elapsed if elapsed > 0 else 0.0
-        parts = [f"{done}/{self._total}" if self._total else f"{done} lines"]
+        speed = (done - progress.skipped) / elapsed if elapsed > 0 else 0.0
+        parts = [f"{done}/{self._total}" if self._total else f"{done} {progress.unit}"]
         parts.append(f"{speed:.0f}/s")
         if self._total and speed > 0:
             left = max(0, self._total - done) / speed
             parts.append(f"ETA {int(left // 60)}m{int(left % 60):02d}s")
-        parts.append(
-            f"ok {summary.statuses['ok']} failed {summary.statuses['failed']} "
-            f"invalid {summary.statuses['invalid']} retrying {retrying}"
-        )
-        if rate is not None:
-            parts.append(f"limit {rate:.0f}/s")
+        parts.append(" ".join(f"{name} {n}" for name, n in progress.counts.items()))
+        if progress.rate is not None:
+            parts.append(f"limit {progress.rate:.0f}/s")
         self._stream.write("\r\x1b[2K" + " | ".join(parts))
         self._stream.flush()
         self._drawn = True
@@ -73,6 +107,28 @@ class ConsoleObserver:
         if self._drawn:
             self._stream.write("\n")
             self._drawn = False
+
+
+@contextlib.asynccontextmanager
+async def ticking(
+    observer: Observer | None, snapshot: Callable[[], Progress]
+) -> AsyncIterator[None]:
+    """Inside the block, tick ``observer`` (if any) with ``snapshot()`` every :data:`TICK` s."""
+    if observer is None:
+        yield
+        return
+
+    async def tick() -> None:
+        while True:
+            observer.tick(snapshot())
+            await asyncio.sleep(TICK)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
 
 
 def count_lines(path: str) -> int:

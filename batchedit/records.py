@@ -102,7 +102,10 @@ def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
     problem = _problem(value)
     if problem is not None:
         return invalid(problem, value)
-    body = orjson.dumps(value)
+    try:
+        body = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # parsed, yet not encodable: nested over 254 levels
+        return invalid(f"cannot be encoded as a request body ({exc}); nothing is sent", value)
     if len(body) > MAX_BODY_BYTES:
         return invalid(f"request body is {len(body)} bytes, over the 8 KB limit", value)
     return EditRecord(

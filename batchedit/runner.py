@@ -8,62 +8,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
-import ssl
 import time
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from types import TracebackType
+from typing import IO, Any
 
 from batchedit.backup import BeforeImages
-from batchedit.im.auth import SigSource
-from batchedit.im.client import MODIFY, ImClient
+from batchedit.im.client import MODIFY, redact
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import check_certificate, client_context
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.preflight import check_run_files, count_rest, start_lines
+from batchedit.progress import Observer, Progress, ticking
 from batchedit.ratelimit import AdaptiveLimiter
-from batchedit.records import (
-    Done,
-    EditRecord,
-    InvalidRecord,
-    Item,
-    MessageId,
-    parse_line,
-    read_records,
-)
+from batchedit.reader import InputError, LineReader
+from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
 from batchedit.results import JsonlAppender, ResumeIndex
-from batchedit.retry import RetryPolicy
-from batchedit.sender import RunState, Sender, SigGuard, Track
+from batchedit.sender import RunControl, Sender, Track
+from batchedit.wiring import ApiConfig, Senders
 
-_CHUNK = 512
+UNCERTAIN = "uncertain: an attempt timed out, and the server may still have carried it out"
+"""The note of a line whose attempts included a timeout."""
 
 
 @dataclass(frozen=True, slots=True)
-class RunConfig:
-    """Everything a run needs besides its input.
+class RunConfig(ApiConfig):
+    """Everything a run needs besides its input: the :class:`~batchedit.wiring.ApiConfig`
+    fields (endpoint, credentials, rate, timeouts, retries), and these.
 
-    ``endpoint`` and ``sig`` may be left out for a dry run. ``rate`` is requests per second
-    (``None``: no limit); ``timeout`` is seconds per HTTP attempt; ``breaker`` stops the run
-    after that many consecutive failures with one code (0: never); ``grace`` is how long, in
-    seconds, in-flight requests may finish once a stop is requested; ``window`` is the
-    limiter's window in seconds, one second plus a margin for uneven arrival at the server.
+    ``results`` is the results log (not needed for a dry run); ``breaker`` stops the run after
+    that many consecutive failures with one code (0: never); ``grace`` is how long, in seconds,
+    in-flight requests may finish once a stop is requested.
     """
 
-    results: Path | None
-    endpoint: str = ""
-    sig: SigSource | None = None
-    rate: float | None = 200.0
-    concurrency: int = 100
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float = 10.0
+    results: Path | None = None
     resume: bool = False
     dry_run: bool = False
     breaker: int = 50
     grace: float = 10.0
-    window: float = 1.005
     backup: Path | None = None
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False
@@ -73,48 +58,6 @@ class RunConfig:
     read_from: Path | None = None
     """The file the input was made from when it is not read directly (undo's BACKUP), for the
     run-file rules and the start line."""
-    ca_file: Path | None = None
-    """PEM file of the CA certificates to trust over https instead of the system's."""
-
-
-class Observer(Protocol):
-    """Watches a run: every outcome as it is recorded, and a tick twice a second."""
-
-    def outcome(self, outcome: Outcome) -> None:
-        """A line reached its final outcome."""
-
-    def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
-        """Periodic progress: the summary so far, the rate in force, records waiting to retry."""
-
-    def notice(self, line: str) -> None:
-        """A line to show before the first request: the start line, or a warning."""
-
-
-class RunControl:
-    """Lets a caller (the CLI's signal handlers) stop a run gracefully, or at once."""
-
-    def __init__(self) -> None:
-        self.state = RunState()
-        self._now = asyncio.Event()
-
-    def interrupt(self) -> None:
-        """First Ctrl-C: take no new records, let in-flight ones finish."""
-        self.state.stop("interrupted", "interrupted: in-flight edits were let finish")
-
-    def cancel_now(self) -> None:
-        """Second Ctrl-C: cancel in-flight requests too."""
-        self.state.stop("interrupted", "interrupted")
-        self._now.set()
-
-    async def wait_cancel(self) -> None:
-        """Returns once :meth:`cancel_now` was called."""
-        await self._now.wait()
-
-
-def _chunks(stream: IO[bytes], index: ResumeIndex | None) -> Iterator[list[Item | Done]]:
-    items = read_records(stream, index.is_done if index is not None else None)
-    while chunk := list(itertools.islice(items, _CHUNK)):
-        yield chunk
 
 
 class _Breaker:
@@ -141,6 +84,14 @@ def _outcome_of(item: Item, status: Status, **fields: Any) -> Outcome:
     )
 
 
+def _describe(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
+def _notes(*notes: str | None) -> str | None:
+    return "; ".join(note for note in notes if note) or None
+
+
 async def run_batch(
     source: IO[bytes],
     config: RunConfig,
@@ -152,9 +103,11 @@ async def run_batch(
 
     Each line gets exactly one outcome in ``config.results`` (not written on a dry run, which
     only validates and sends nothing); a run that stops early (fatal answer, circuit breaker,
-    interruption) leaves the unsent lines for ``--resume``, says why in ``Summary.stopped`` and
-    ``Summary.reason``, and counts them in ``Summary.unsent``. A run whose files break the rules
-    of :mod:`batchedit.preflight`, or whose https endpoint has a certificate that does not verify
+    interruption, an error of its own) leaves the unsent lines for ``--resume``, says why in
+    ``Summary.stopped`` and ``Summary.reason``, and counts them in ``Summary.unsent``. Cancelling
+    the call cancels the in-flight edits (each recorded as "interrupted in flight"), closes
+    everything, and raises ``CancelledError``. A run whose files break the rules of
+    :mod:`batchedit.preflight`, or whose https endpoint has a certificate that does not verify
     (trust a private CA with ``ca_file``), raises :class:`ConfigError` before anything is sent or
     written.
     """
@@ -170,17 +123,15 @@ async def run_batch(
         summary_json=config.summary_json,
         resume=config.resume,
     )
-    context = None
     if config.sig is not None:
-        context = client_context(config.ca_file)
-        await check_certificate(config.endpoint, context, config.timeout)
+        await check_certificate(config.endpoint, client_context(config.ca_file), config.timeout)
     if observer is not None and config.sig is not None:
         name = config.read_from or getattr(source, "name", None) or "-"
         for line in start_lines(
             config.endpoint, config.sig, str(name), config.rate, config.concurrency
         ):
             observer.notice(line)
-    run = _Run(config, observer, control or RunControl(), context)
+    run = _Run(config, observer, control or RunControl())
     started = time.monotonic()
     try:
         await run.execute(source)
@@ -191,7 +142,7 @@ async def run_batch(
         summary.stopped = run.state.stopped
         summary.reason = run.state.reason
     if summary.stopped is not None:
-        # The reader stopped at a line boundary and is done: the rest of the input is unread.
+        # The reader has stopped: every line after the last one it read is unread.
         rest = count_rest(source)
         read = run.lines_read + (rest or 0)
         summary.unsent = read - summary.total - summary.skipped
@@ -202,37 +153,44 @@ async def run_batch(
 class _Run:
     """One run's moving parts, so the stages need not pass them to each other."""
 
-    def __init__(
-        self,
-        config: RunConfig,
-        observer: Observer | None,
-        control: RunControl,
-        context: ssl.SSLContext | None,
-    ) -> None:
+    def __init__(self, config: RunConfig, observer: Observer | None, control: RunControl) -> None:
         self.config = config
-        self._context = context
         self.observer = observer
         self.control = control
         self.state = control.state
         self.summary = Summary(dry_run=config.dry_run)
         self.index = ResumeIndex.load(config.results) if config.resume and config.results else None
-        self.limiter = self._limiter() if not config.dry_run else None
+        self.limiter: AdaptiveLimiter | None = None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
+        self._results_failed = False
+        self._log_failed = False
         self._sender: Sender | None = None
         self._before: BeforeImages | None = None
-        self.lines_read = 0
-        """The number of the last input line read so far."""
+        self._reader: LineReader | None = None
 
-    def _limiter(self) -> AdaptiveLimiter | None:
-        rate = self.config.rate
-        return AdaptiveLimiter(rate, window=self.config.window) if rate else None
+    @property
+    def lines_read(self) -> int:
+        """The number of the last input line taken from the input so far."""
+        return self._reader.lines_read if self._reader is not None else 0
 
     def record(self, outcome: Outcome) -> None:
-        """Log, fold and show one final outcome; trip the breaker if it is due."""
-        if self._results is not None:
-            self._results.append(outcome.as_json())
+        """Log, fold and show one final outcome; trip the breaker if it is due. Never raises for
+        a log that cannot be written: that stops the run, and the summary counts what is missing.
+        """
         self.summary.add(outcome)
+        if self._results is not None and not self._results_failed:
+            try:
+                self._results.append(outcome.as_json())
+            except OSError as exc:
+                self._results_failed = self._log_failed = True
+                self.state.stop(
+                    "fatal",
+                    f"cannot write the results log {self._results.path} ({exc}); free space "
+                    "or raise the file size limit, then run again with --resume",
+                )
+        if self._results_failed:
+            self.summary.unrecorded += 1
         if self.observer is not None:
             self.observer.outcome(outcome)
         if self._breaker.add(outcome):
@@ -242,62 +200,84 @@ class _Run:
                 f"({outcome.info}); fix the cause, then run again with --resume",
             )
 
+    def _closing_a_failed_log(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """A log whose write failed fails again as it closes; that error was already reported."""
+        return self._log_failed and isinstance(exc, OSError)
+
+    def _progress(self) -> Progress:
+        statuses = self.summary.statuses
+        counts = {s.value: statuses[s.value] for s in Status}
+        return Progress(
+            self.summary.total + self.summary.skipped,
+            {**counts, "retrying": self.state.retrying},
+            skipped=self.summary.skipped,
+            rate=self.limiter.rate() if self.limiter else None,
+        )
+
     async def execute(self, source: IO[bytes]) -> None:
         config = self.config
+        # Entered in this order so that they close in reverse: the pool (and with it every
+        # worker) before the client and the logs the workers use.
         async with contextlib.AsyncExitStack() as stack:
             if config.results is not None and not config.dry_run:
+                stack.push(self._closing_a_failed_log)
                 self._results = stack.enter_context(JsonlAppender(config.results))
-            if self.observer is not None:
-                ticking = asyncio.create_task(self._tick(self.observer))
-                stack.push_async_callback(_cancel, ticking)
+            await stack.enter_async_context(ticking(self.observer, self._progress))
+            done = self.index.is_done if self.index is not None else None
+            reader = self._reader = await stack.enter_async_context(LineReader(source, done))
+            self.state.on_stop(reader.stop)
             if config.sig is None:
-                await self._feed(source, None)
+                await self._feed(reader, None)
                 return
-            client = await stack.enter_async_context(
-                ImClient(
-                    config.endpoint,
-                    config.sig,
-                    timeout=config.timeout,
-                    max_connections=config.concurrency,
-                    ssl_context=self._context,
-                )
-            )
-            guard = SigGuard(config.sig)
-            self._sender = Sender(
-                client, self.limiter, config.policy, self.state, guard, self.summary.sent_at
-            )
+            senders = await stack.enter_async_context(Senders(config, self.state))
+            self._sender = senders.sender(self.summary.sent_at)
+            self.limiter = self._sender.limiter
             if config.backup is not None:
+                stack.push(self._closing_a_failed_log)
                 log = stack.enter_context(JsonlAppender(config.backup))
                 # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
-                reader = Sender(
-                    client, self._limiter(), config.policy, self.state, guard, self._count_read
-                )
-                self._before = BeforeImages(reader, log, self.state, config.force)
-            await self._edit_all(source)
+                reads = senders.sender(self._count_read)
+                self._before = BeforeImages(reads, log, self.state, config.force)
+            pool: OrderedPool[EditRecord] = await stack.enter_async_context(
+                OrderedPool(self._handle, lambda r: r.message, config.concurrency)
+            )
+            self.state.on_stop(pool.stop)
+            await self._feed(reader, pool)
+            await self._finish(pool)
 
     def _count_read(self, _: float) -> None:
         self.summary.reads += 1
 
-    async def _tick(self, observer: Observer) -> None:
-        while True:
-            rate = self.limiter.rate() if self.limiter else None
-            observer.tick(self.summary, rate, self.state.retrying)
-            await asyncio.sleep(0.5)
-
-    async def _edit_all(self, source: IO[bytes]) -> None:
-        pool: OrderedPool[EditRecord] = OrderedPool(
-            self._handle, lambda r: r.message, self.config.concurrency
-        )
-        await self._feed(source, pool)
+    async def _finish(self, pool: OrderedPool[EditRecord]) -> None:
+        """Let everything submitted finish (or, once stopping, give it the grace period); a
+        second Ctrl-C cuts that short."""
         if not self.state.stopping:
             await _first(pool.drain(), self.state.pause(float("inf")))
-        closing = asyncio.create_task(pool.close(self.config.grace))
-        await _first(asyncio.shield(closing), self.control.wait_cancel())
-        if not closing.done():
+        if not await self.control.finish(pool.close(self.config.grace)):
             await pool.close(0)
-        await closing
 
     async def _handle(self, item: EditRecord) -> None:
+        track = Track()
+        try:
+            await self._edit(item, track)
+        except asyncio.CancelledError:
+            if track.attempts:
+                info = "interrupted in flight: the edit may or may not have been applied"
+                self.record(_outcome_of(item, Status.FAILED, info=info, **track.counts()))
+            raise
+        except Exception as exc:  # a bug, or a log that cannot be written: stop, say which line
+            self._log_failed = self._log_failed or isinstance(exc, OSError)
+            error = _describe(exc)
+            self.state.stop("fatal", f"line {item.line}: {error}; run again with --resume")
+            info = f"stopped by an error of batchedit: {error}"
+            self.record(_outcome_of(item, Status.FAILED, info=info, **track.counts()))
+
+    async def _edit(self, item: EditRecord, track: Track) -> None:
         if self._before is not None:
             skip = await self._before.prepare(item)
             if skip is not None:
@@ -306,23 +286,8 @@ class _Run:
                     self.record(_outcome_of(item, skip.status, **fields))
                 return
         if self._sender is None:
-            raise RuntimeError("_handle called before the sender exists")
-        track = Track()
-        try:
-            note = await self._sender.send(MODIFY, item.body, track)
-        except asyncio.CancelledError:
-            if track.attempts:
-                info = "interrupted in flight: the edit may or may not have been applied"
-                self.record(
-                    _outcome_of(
-                        item,
-                        Status.FAILED,
-                        info=info,
-                        attempts=track.attempts,
-                        throttled=track.throttled,
-                    )
-                )
-            raise
+            raise RuntimeError("_edit called before the sender exists")
+        note = await self._sender.send(MODIFY, item.body, track, item.message)
         reply = track.last
         if reply is None:
             return
@@ -333,37 +298,38 @@ class _Run:
                 status,
                 code=reply.code,
                 info=reply.info,
-                attempts=track.attempts,
-                throttled=track.throttled,
                 latency=reply.latency,
-                note=note,
+                **track.counts(),
+                note=_notes(UNCERTAIN if track.timed_out else None, note),
             )
         )
 
-    async def _feed(self, source: IO[bytes], pool: OrderedPool[EditRecord] | None) -> None:
-        chunks = _chunks(source, self.index)
+    async def _feed(self, reader: LineReader, pool: OrderedPool[EditRecord] | None) -> None:
+        """Hand every line to the pool (or, on a dry run, record it) until the input ends or the
+        run stops. An input that cannot be read stops the run."""
         redo: set[MessageId] = set()
-        while not self.state.stopping:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                return
-            self.lines_read = chunk[-1].line
-            for entry in chunk:
-                if self.state.stopping:
-                    return
-                item = self._unless_done(entry, redo)
-                if item is None:
-                    self.summary.skipped += 1
-                    if self.index is not None and self.index.was_invalid(entry.line):
-                        self.summary.skipped_invalid += 1
-                elif isinstance(item, InvalidRecord):
-                    self.record(_outcome_of(item, Status.INVALID, info=item.reason))
-                elif pool is None:
-                    self.record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
-                else:
-                    if self.index is not None:
-                        redo.add(item.message)
-                    await pool.submit(item)
+        try:
+            while (batch := await reader.batch()) is not None:
+                for entry in batch:
+                    if self.state.stopping:
+                        return
+                    item = self._unless_done(entry, redo)
+                    if item is None:
+                        self.summary.skipped += 1
+                        if self.index is not None and self.index.was_invalid(entry.line):
+                            self.summary.skipped_invalid += 1
+                    elif isinstance(item, InvalidRecord):
+                        self.record(_outcome_of(item, Status.INVALID, info=item.reason))
+                    elif pool is None:
+                        self.record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
+                    else:
+                        if self.index is not None:
+                            redo.add(item.message)
+                        if not await pool.submit(item):
+                            return
+        except Exception as exc:  # the input stream failed: nothing after it can be trusted
+            cause = exc.__cause__ if isinstance(exc, InputError) and exc.__cause__ else exc
+            self.state.stop("fatal", f"cannot read the input: {_describe(cause)}")
 
     @staticmethod
     def _unless_done(entry: Item | Done, redo: set[MessageId]) -> Item | None:
@@ -378,12 +344,6 @@ class _Run:
             return None
         item = parse_line(entry.line, entry.raw, entry.digest)
         return item if isinstance(item, EditRecord) and item.message in redo else None
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _first(*aws: Coroutine[Any, Any, None] | asyncio.Future[None]) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ class RunState:
         self.reason = ""
         self.retrying = 0
         self._event = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def stopping(self) -> bool:
@@ -42,11 +44,62 @@ class RunState:
             self.stopped = kind
             self.reason = reason
             self._event.set()
+            for listener in self._listeners:
+                listener()
+
+    def on_stop(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the run stops (at once if it already has)."""
+        self._listeners.append(listener)
+        if self.stopping:
+            listener()
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a stop is requested meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class RunControl:
+    """Lets a caller (the CLI's signal handlers) stop a run gracefully, or at once."""
+
+    def __init__(self) -> None:
+        self.state = RunState()
+        self._now = asyncio.Event()
+        self._why = "interrupted"
+
+    def interrupt(self, why: str = "interrupted") -> None:
+        """First Ctrl-C (or SIGTERM, SIGHUP): take no new work, let in-flight requests finish.
+
+        ``why`` starts the summary's reason, e.g. ``"stopped by SIGTERM"``.
+        """
+        if not self.state.stopping:
+            self._why = why
+        self.state.stop("interrupted", f"{why}: in-flight requests were let finish")
+
+    def cancel_now(self) -> None:
+        """Second Ctrl-C: cancel in-flight requests too."""
+        state = self.state
+        if state.stopped == "interrupted":
+            state.reason = f"{self._why}, then again: in-flight requests were cancelled"
+        state.stop("interrupted", "interrupted: in-flight requests were cancelled")
+        self._now.set()
+
+    async def finish(self, work: Awaitable[object]) -> bool:
+        """Await ``work``, unless :meth:`cancel_now` comes first: then cancel it, wait for it to
+        end, and return ``False``."""
+        task = asyncio.ensure_future(work)
+        now = asyncio.ensure_future(self._now.wait())
+        try:
+            await asyncio.wait([task, now], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            now.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.wait([task])
+        if not task.cancelled():
+            task.result()  # raises what the work raised
+            return True
+        return False
 
 
 class SigGuard:
@@ -68,12 +121,46 @@ class SigGuard:
 
 @dataclass(slots=True)
 class Track:
-    """One record's attempts so far, readable even if its task is cancelled midway."""
+    """One record's attempts so far, readable even if its task is cancelled midway.
+
+    ``timed_out`` is set once an attempt got no answer in time: the server may still apply it.
+    """
 
     attempts: int = 0
     throttled: int = 0
     """Attempts refused for the rate."""
     last: Reply | None = None
+    timed_out: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """The outcome fields this track fills: ``attempts`` and ``throttled``."""
+        return {"attempts": self.attempts, "throttled": self.throttled}
+
+
+class Settle:
+    """After an attempt about a message timed out, that message's next request waits ``delay``
+    seconds: the timed-out request may still be in flight, and must not land after a newer one.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._until: dict[Hashable, float] = {}
+        self._order: deque[tuple[float, Hashable]] = deque()
+
+    def hold(self, key: Hashable) -> None:
+        """A request about ``key`` just timed out."""
+        until = time.monotonic() + self.delay
+        self._until[key] = until
+        self._order.append((until, key))
+
+    def remaining(self, key: Hashable) -> float:
+        """Seconds ``key``'s next request must still wait (0: none)."""
+        now = time.monotonic()
+        while self._order and self._order[0][0] <= now:
+            until, old = self._order.popleft()
+            if self._until.get(old) == until:
+                del self._until[old]
+        return max(0.0, self._until.get(key, now) - now)
 
 
 class Sender:
@@ -87,13 +174,18 @@ class Sender:
         state: RunState,
         sig_guard: SigGuard,
         on_send: Callable[[float], None] = lambda _: None,
+        *,
+        reach: Callable[[Reply], None] = lambda _: None,
+        settle: Settle | None = None,
     ) -> None:
         self._client = client
-        self._limiter = limiter
+        self.limiter = limiter
         self._policy = policy
         self._state = state
         self._sig_guard = sig_guard
         self._on_send = on_send
+        self._reach = reach
+        self._settle = settle or Settle(client.timeout)
 
     async def call(self, api: str, body: Mapping[str, Any]) -> Reply:
         """A :data:`~batchedit.im.client.Caller`: the final answer after retries.
@@ -106,12 +198,16 @@ class Sender:
             return Reply(None, "not sent: the run is stopping", http_status=None)
         return track.last
 
-    async def send(self, api: str, payload: bytes, track: Track) -> str | None:
+    async def send(
+        self, api: str, payload: bytes, track: Track, message: Hashable | None = None
+    ) -> str | None:
         """Send until the answer is final; attempts and the last reply land in ``track``.
 
-        Returns why retrying ended early (time or throttle budget spent, run stopping), or
-        ``None`` when the last reply is simply the final answer. ``track.attempts`` stays 0 when
-        the run stopped before the first attempt.
+        ``message`` names what the request changes: after an attempt about it timed out, its
+        next request (a retry, or the next edit of the same message) is held back for the
+        settle delay. Returns why retrying ended early (time or throttle budget spent, run
+        stopping), or ``None`` when the last reply is simply the final answer. ``track.attempts``
+        stays 0 when the run stopped before the first attempt.
         """
         policy = self._policy
         state = self._state
@@ -120,7 +216,11 @@ class Sender:
         while True:
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
-            granted = await self._limiter.acquire() if self._limiter else time.monotonic()
+            held = self._settle.remaining(message) if message is not None else 0.0
+            if held > 0:
+                await state.pause(held)
+                continue
+            granted = await self.limiter.acquire() if self.limiter else time.monotonic()
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
             self._client.sig.current()  # made or renewed now, so this is the generation sent
@@ -128,6 +228,11 @@ class Sender:
             self._on_send(granted)
             track.attempts += 1
             reply = track.last = await self._client.call_raw(api, payload)
+            self._reach(reply)
+            if reply.timed_out:
+                track.timed_out = True
+                if message is not None:
+                    self._settle.hold(message)
             kind = reply.error_class
             if kind in (ErrorClass.OK, ErrorClass.PERMANENT):
                 return None
@@ -142,8 +247,8 @@ class Sender:
                 track.throttled += 1
                 if track.throttled > policy.max_throttled:
                     return f"still throttled after {policy.max_throttled} tries"
-                if self._limiter is not None:
-                    self._limiter.throttled(granted)
+                if self.limiter is not None:
+                    self.limiter.throttled(granted)
                     continue
                 delay = policy.backoff(track.throttled)
             else:

@@ -8,6 +8,9 @@ from typing import Any
 import orjson
 
 from batchedit.emulator import Message, Store
+from batchedit.outcomes import Outcome
+from batchedit.progress import Progress
+from batchedit.sender import RunControl
 
 SDKAPPID = 1400000000
 SECRET = "test-secret-key"
@@ -64,3 +67,23 @@ def expected_state(store: Store, edits: list[dict[str, Any]]) -> bytes:
         if "CloudCustomData" in edit:
             message.cloud_custom_data = edit["CloudCustomData"] or None
     return b"".join(line + b"\n" for line in store.dump_lines())
+
+
+class InterruptAfter:
+    """An observer that presses Ctrl-C (as the CLI's handler does) after ``count`` outcomes;
+    progress and notices go unwatched."""
+
+    def __init__(self, count: int, control: RunControl) -> None:
+        self._left = count
+        self._control = control
+
+    def outcome(self, outcome: Outcome) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._control.interrupt()
+
+    def tick(self, progress: Progress) -> None:
+        """Progress is not watched here."""
+
+    def notice(self, line: str) -> None:
+        """Notices (the start line) are not watched here."""

@@ -9,8 +9,10 @@ import orjson
 
 from batchedit import Secret, SigSource
 from batchedit.outcomes import Outcome, Status, Summary
+from batchedit.progress import Observer
 from batchedit.retry import RetryPolicy
-from batchedit.runner import Observer, RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
+from batchedit.sender import RunControl
 from tests.conftest import Running
 from tests.helpers import ADMIN, SDKAPPID, SECRET, seed_messages, write_edits
 
@@ -37,25 +39,6 @@ async def run_edits(
     )
     with edits.open("rb") as source:
         return await run_batch(source, config, control=control, observer=observer)
-
-
-class InterruptAfter:
-    """Presses Ctrl-C (as the CLI's handler does) after ``count`` outcomes."""
-
-    def __init__(self, count: int, control: RunControl) -> None:
-        self._left = count
-        self._control = control
-
-    def outcome(self, outcome: Outcome) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self._control.interrupt()
-
-    def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
-        """Progress is not watched here."""
-
-    def notice(self, line: str) -> None:
-        """The start line is not watched here."""
 
 
 def faulty_edits(running: Running, tmp_path: Path, count: int) -> tuple[Path, list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchedit.im.errors import CODE_CLASSES, ErrorClass, classify
+from batchedit.im.errors import CODE_CLASSES, ErrorClass, classify, fatal_reason
 
 # Spec section 8, "Classification summary for the bulk-edit tool", copied list by list.
 SPEC_RATE_LIMITED = [60007, 60011, 60018, 60019]
@@ -76,11 +76,30 @@ def test_callback_and_unknown_codes_are_permanent() -> None:
 
 
 def test_answers_without_an_envelope() -> None:
-    """No envelope: HTTP 429 is rate limiting, anything else (5xx, timeout, reset) transient."""
+    """No envelope: HTTP 429 is rate limiting, 5xx and no answer at all (timeout, reset) are
+    transient."""
     assert classify(None, 429) is ErrorClass.RATE_LIMITED
     assert classify(None, 502) is ErrorClass.TRANSIENT
+    assert classify(None, 500) is ErrorClass.TRANSIENT
     assert classify(None, None) is ErrorClass.TRANSIENT
     assert classify(0) is ErrorClass.OK
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 413, 499])
+def test_http_client_errors_other_than_429_stop_the_run(status: int) -> None:
+    """A 4xx (but 429) means the request cannot succeed as sent, e.g. a wrong base URL: fatal."""
+    assert classify(None, status) is ErrorClass.FATAL
+    assert fatal_reason(None, f"HTTP {status}") == (
+        f"HTTP {status} from the server: it is not the IM REST API; check the base URL or region"
+    )
+
+
+@pytest.mark.parametrize("code", [60002, 60009, 60012])
+def test_url_level_codes_stop_the_run(code: int) -> None:
+    """60002 (URL unparsable), 60009 (no such resource), 60012 (SDKAppID missing from the URL)
+    fail every request of the run alike: fatal, with a hint about the base URL."""
+    assert classify(code) is ErrorClass.FATAL
+    assert "check the base URL" in fatal_reason(code, "x")
 
 
 def test_table_covers_every_spec_list() -> None:

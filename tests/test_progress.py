@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchedit.outcomes import LatencyHistogram, Outcome, Status, Summary
-from batchedit.progress import SHOWN_INVALID, ConsoleObserver, count_lines
+from batchedit.progress import SHOWN_INVALID, ConsoleObserver, Progress, count_lines
 from batchedit.ratelimit import RateStats
 
 
@@ -33,23 +33,37 @@ def test_quiet_prints_nothing() -> None:
     out = io.StringIO()
     observer = ConsoleObserver(out, 10, live=True, quiet=True)
     observer.outcome(_invalid(1))
-    observer.tick(Summary(), 200.0, 0)
+    observer.tick(Progress(0, {"ok": 0}, rate=200.0))
     assert out.getvalue() == ""
 
 
 def test_progress_line_shows_done_rate_eta_and_counts() -> None:
-    """On a terminal the line shows done/total, rate, ETA, ok/failed/invalid/retrying, limit."""
+    """On a terminal the line shows done/total, rate, ETA, the counts in order, the limit."""
     out = io.StringIO()
     observer = ConsoleObserver(out, 100, live=True, quiet=False)
-    summary = Summary()
-    summary.add(Outcome(1, "0", Status.OK, "a", "b", "k", code=0, attempts=1))
-    observer.tick(summary, 180.0, 3)
+    counts = {"ok": 1, "failed": 0, "invalid": 0, "retrying": 3}
+    observer.tick(Progress(1, counts, rate=180.0))
     text = out.getvalue()
     assert text.startswith("\r\x1b[2K1/100 | ")
     assert "ETA " in text
     assert "ok 1 failed 0 invalid 0 retrying 3 | limit 180/s" in text
     observer.finish()
     assert out.getvalue().endswith("\n")
+
+
+def test_one_progress_line_serves_a_plan_too() -> None:
+    """Without a total the line counts the work's own unit (a plan's conversations) and shows
+    whatever counts it is given; with --resume the skipped lines do not count as speed."""
+    out = io.StringIO()
+    observer = ConsoleObserver(out, None, live=True, quiet=False)
+    counts = {"messages": 40, "planned": 3, "requests": 5}
+    observer.tick(Progress(2, counts, unit="conversations"))
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[2K2 conversations | ")
+    assert text.endswith(" | messages 40 planned 3 requests 5")
+    out = io.StringIO()
+    ConsoleObserver(out, 10, live=True, quiet=False).tick(Progress(10, {"ok": 0}, skipped=10))
+    assert out.getvalue() == "\r\x1b[2K10/10 | 0/s | ok 0"
 
 
 def test_summary_reports_codes_latency_and_adaptation() -> None:

@@ -16,10 +16,10 @@ from batchedit.emulator import Faults
 from batchedit.outcomes import Outcome
 from batchedit.report import ReportError, ResultsLogs, build_report, outcome_of_row
 from batchedit.report.logs import _checked as checked_row  # the definition the fast path keeps to
-from batchedit.runner import RunControl
+from batchedit.sender import RunControl
 from tests.conftest import EmulatorFactory
-from tests.helpers import read_results
-from tests.reporting import TORN, InterruptAfter, counts, faulty_edits, row, run_edits
+from tests.helpers import InterruptAfter, read_results
+from tests.reporting import TORN, counts, faulty_edits, row, run_edits
 
 
 async def test_report_of_a_faulty_run_has_the_runs_counts(

@@ -9,14 +9,17 @@ from typing import Any
 from batchedit import Secret, SigSource
 from batchedit.emulator import Faults, Message
 from batchedit.im import usersig
-from batchedit.outcomes import Outcome, Summary
+from batchedit.outcomes import Summary
+from batchedit.progress import Observer
 from batchedit.retry import RetryPolicy
-from batchedit.runner import Observer, RunConfig, RunControl, run_batch
+from batchedit.runner import RunConfig, run_batch
+from batchedit.sender import RunControl
 from tests.conftest import EmulatorFactory, Running
 from tests.helpers import (
     ADMIN,
     SDKAPPID,
     SECRET,
+    InterruptAfter,
     read_results,
     seed_messages,
     text_body,
@@ -45,25 +48,6 @@ async def _run(
     )
     with edits.open("rb") as source:
         return await run_batch(source, config, control=control, observer=observer)
-
-
-class _InterruptAfter:
-    """An observer that presses Ctrl-C (as the CLI's handler does) after ``count`` outcomes."""
-
-    def __init__(self, count: int, control: RunControl) -> None:
-        self._left = count
-        self._control = control
-
-    def outcome(self, outcome: Outcome) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self._control.interrupt()
-
-    def tick(self, summary: Summary, rate: float | None, retrying: int) -> None:
-        """Progress is not watched here."""
-
-    def notice(self, line: str) -> None:
-        """The start line is not watched here."""
 
 
 def _ccd_edits(targets: list[dict[str, str]], tag: str = "edited") -> list[dict[str, Any]]:
@@ -272,7 +256,7 @@ async def test_interrupt_then_resume_gives_every_line_one_outcome(
         path,
         results,
         control=control,
-        observer=_InterruptAfter(100, control),
+        observer=InterruptAfter(100, control),
         concurrency=8,
         grace=5.0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,10 @@ def read_secret_key(secret_key_file: Path | None) -> Secret | None:
     return Secret(value) if value else None
 
 
+USERSIG_ALPHABET = frozenset(string.ascii_letters + string.digits + "*-_")
+"""Every character a UserSig can hold: base64 with ``+/=`` written ``*-_`` (spec section 9)."""
+
+
 class SigSource:
     """Hands out the UserSig for the admin identifier.
 
@@ -67,6 +72,11 @@ class SigSource:
     ) -> None:
         if (secret_key is None) == (fixed_usersig is None):
             raise ConfigError("give either a secret key or a ready-made UserSig, not both or none")
+        if fixed_usersig is not None and not set(fixed_usersig.reveal()) <= USERSIG_ALPHABET:
+            raise ConfigError(
+                "the ready-made UserSig (TIM_USERSIG) holds characters no UserSig has (only "
+                "A-Z a-z 0-9 * - _): check how it was copied"
+            )
         self.sdkappid = sdkappid
         self.identifier = identifier
         self._key = secret_key

@@ -109,7 +109,9 @@ class Reply:
     """One answer to one HTTP attempt.
 
     ``code`` is the envelope's ``ErrorCode``, or ``None`` when there was no envelope; ``info`` is
-    ``ErrorInfo`` or our description of what went wrong; ``latency`` is in seconds.
+    ``ErrorInfo`` or our description of what went wrong; ``latency`` is in seconds. ``reached``
+    is ``False`` when no connection could be made (so the request never left); ``timed_out``
+    when no answer came in time (so the request may still be carried out later).
     """
 
     code: int | None
@@ -117,6 +119,8 @@ class Reply:
     data: Mapping[str, Any] = field(default_factory=dict)
     http_status: int | None = 200
     latency: float = 0.0
+    reached: bool = True
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -247,7 +251,11 @@ class ImClient:
                 raw = await response.read()
                 status = response.status
         except TimeoutError:
-            return Reply(None, f"no answer within {self.timeout:g} s", {}, None, self._since(start))
+            info = f"no answer within {self.timeout:g} s"
+            return Reply(None, info, {}, None, self._since(start), timed_out=True)
+        except aiohttp.ClientConnectorError as exc:
+            info = redact(f"{type(exc).__name__}: {exc}")
+            return Reply(None, info, {}, None, self._since(start), reached=False)
         except aiohttp.ClientError as exc:
             info = redact(f"{type(exc).__name__}: {exc}")
             return Reply(None, info, {}, None, self._since(start))

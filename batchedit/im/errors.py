@@ -80,6 +80,10 @@ CODE_CLASSES: Final[Mapping[int, ErrorClass]] = {
     70114: _F,
     70403: _F,
     90009: _F,
+    # The request URL itself is wrong, so every request of the run fails the same way.
+    60002: _F,
+    60009: _F,
+    60012: _F,
     # The app itself cannot serve the run.
     60006: _F,
     60016: _F,
@@ -93,10 +97,7 @@ CODE_CLASSES: Final[Mapping[int, ErrorClass]] = {
     20022: _P,
     20023: _P,
     20026: _P,
-    60002: _P,
     60003: _P,
-    60009: _P,
-    60012: _P,
     60015: _P,
     70107: _P,
     70402: _P,
@@ -123,10 +124,14 @@ def classify(code: int | None, http_status: int | None = 200) -> ErrorClass:
 
     ``code`` is the body's ``ErrorCode``, or ``None`` when no JSON envelope came back (HTTP error,
     timeout, dropped connection, garbage body). HTTP 429 is treated as rate limiting (the spec
-    says it is undocumented but possible); every other failure without an envelope is transient.
+    says it is undocumented but possible). Any other 4xx means the request cannot succeed as
+    sent (typically a wrong base URL answering 404): fatal, since every request would get the
+    same. 5xx, timeouts, dropped connections and garbage bodies are transient.
     """
     if code is None:
-        return _R if http_status == 429 else _T
+        if http_status == 429:
+            return _R
+        return _F if http_status is not None and 400 <= http_status < 500 else _T
     return CODE_CLASSES.get(code, _P)
 
 
@@ -154,6 +159,9 @@ class ApiError(ImError):
 
 FATAL_HINTS: Final[Mapping[int, str]] = {
     20002: "the UserSig is invalid: check TIM_SDKAPPID, TIM_ADMIN and the secret key",
+    60002: "the server cannot parse the request URL: check the base URL (scheme and host only)",
+    60009: "the server knows no such API path: check the base URL (scheme and host only)",
+    60012: "the SDKAppID did not reach the server: check the base URL and any proxy in between",
     60004: "identifier or UserSig wrong: check TIM_ADMIN and the secret key",
     60005: "identifier or UserSig wrong: check TIM_ADMIN and the secret key",
     60006: "the SDKAppID is invalid: check TIM_SDKAPPID and the region",
@@ -180,6 +188,11 @@ FATAL_HINTS: Final[Mapping[int, str]] = {
 
 
 def fatal_reason(code: int | None, info: str) -> str:
-    """The message shown when ``code`` stops the run: the code, the server's words, the fix."""
-    hint = FATAL_HINTS.get(code or 0, "see the ErrorCode in the Tencent IM error code list")
+    """The message shown when ``code`` stops the run: the code, the server's words, the fix.
+
+    ``code`` ``None`` is an HTTP error without an envelope; ``info`` then names the status.
+    """
+    if code is None:
+        return f"{info} from the server: it is not the IM REST API; check the base URL or region"
+    hint = FATAL_HINTS.get(code, "see the ErrorCode in the Tencent IM error code list")
     return f"ErrorCode {code} ({info}): {hint}"

@@ -1,0 +1,122 @@
+"""One wiring for sending: the client, the UserSig guard, the reachability check and a limiter
+per API budget, built in one place for ``run``, ``undo`` and ``plan``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from yarl import URL
+
+from batchedit.im.auth import SigSource
+from batchedit.im.client import ImClient, Reply
+from batchedit.im.errors import ConfigError
+from batchedit.im.tls import client_context
+from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.retry import RetryPolicy
+from batchedit.sender import RunState, Sender, Settle, SigGuard
+
+UNREACHABLE_AFTER = 10
+"""A run whose first this many requests all fail to connect stops: the host is unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """How requests reach the IM REST API (shared by ``run``, ``undo`` and ``plan``).
+
+    ``endpoint`` is the base URL and ``sig`` the credentials (both may be left out for a dry
+    run). ``rate`` is requests per second per API (``None``: no limit), kept in any window of
+    ``window`` seconds (one second plus a margin for uneven arrival at the server);
+    ``concurrency`` bounds the records (or conversations) in progress; ``timeout`` is seconds per
+    HTTP attempt; ``settle`` is how many seconds a message's next edit waits after an attempt on
+    it timed out (``None``: ``timeout``).
+    """
+
+    endpoint: str = ""
+    sig: SigSource | None = None
+    rate: float | None = 200.0
+    window: float = 1.005
+    concurrency: int = 100
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 10.0
+    settle: float | None = None
+    ca_file: Path | None = None
+    """PEM file of the CA certificates to trust over https instead of the system's."""
+
+
+class _Reach:
+    """Stops the run when its first :data:`UNREACHABLE_AFTER` requests all fail to connect."""
+
+    def __init__(self, endpoint: str, state: RunState) -> None:
+        url = URL(endpoint)
+        self._host = f"{url.host}:{url.port}" if url.explicit_port else str(url.host)
+        self._state = state
+        self._failures = 0
+        self._known = False
+
+    def saw(self, reply: Reply) -> None:
+        if self._known:
+            return
+        if reply.reached:
+            self._known = True
+            return
+        self._failures += 1
+        if self._failures >= UNREACHABLE_AFTER:
+            self._state.stop(
+                "fatal",
+                f"cannot reach {self._host} ({reply.info}): check the base URL or region, "
+                "and this machine's network",
+            )
+
+
+class Senders:
+    """One client, one UserSig guard, one reachability check; a :class:`Sender` per budget.
+
+    Use as ``async with`` inside the running loop; each :meth:`sender` gets its own limiter,
+    since the service limits each API separately.
+    """
+
+    def __init__(self, config: ApiConfig, state: RunState) -> None:
+        if config.sig is None or not config.endpoint:
+            raise ConfigError("sending needs an endpoint and credentials")
+        self.config = config
+        self._state = state
+        self._client = ImClient(
+            config.endpoint,
+            config.sig,
+            timeout=config.timeout,
+            max_connections=config.concurrency,
+            ssl_context=client_context(config.ca_file),
+        )
+        self._guard = SigGuard(config.sig)
+        self._reach = _Reach(config.endpoint, state)
+        self._settle = Settle(config.timeout if config.settle is None else config.settle)
+
+    async def __aenter__(self) -> Senders:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+    def sender(self, on_send: Callable[[float], None] = lambda _: None) -> Sender:
+        """A sender with its own limiter; ``on_send(monotonic time)`` is told of each attempt."""
+        rate = self.config.rate
+        limiter = AdaptiveLimiter(rate, window=self.config.window) if rate else None
+        return Sender(
+            self._client,
+            limiter,
+            self.config.policy,
+            self._state,
+            self._guard,
+            on_send,
+            reach=self._reach.saw,
+            settle=self._settle,
+        )
