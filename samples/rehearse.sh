@@ -8,7 +8,8 @@ cd "$(mktemp -d)"
 echo "rehearsal files in $PWD"
 
 # An emulator on a free port with 500 demo messages from the last six days. A throwaway key:
-# never put a real one in a rehearsal.
+# never put a real one in a rehearsal. Settings of a real app in your shell must not apply here.
+unset TIM_REGION TIM_ADMIN TIM_USERSIG
 export TIM_SECRET_KEY=rehearsal-only-key TIM_SDKAPPID=1400000000
 "$batchedit" emulator --port 0 --state state.jsonl --demo-data 500 --demo-targets chats.jsonl \
     2>emulator.log &
@@ -26,11 +27,11 @@ cp state.jsonl before.jsonl
 
 # 1. plan: which messages of the last seven days (the roaming window) would the rule change?
 #    Look at a few first, then write the edit file.
-until=$(date +%s)
-since=$((until - 7 * 86400))
-"$batchedit" plan chats.jsonl --since "$since" --until "$until" \
+now=$(date +%s)
+week_ago=$((now - 7 * 86400))
+"$batchedit" plan chats.jsonl --since "$week_ago" --until "$now" \
     --replace '555-01\d\d' '[phone redacted]' --preview 3
-"$batchedit" plan chats.jsonl --since "$since" --until "$until" \
+"$batchedit" plan chats.jsonl --since "$week_ago" --until "$now" \
     --replace '555-01\d\d' '[phone redacted]' --output redact.jsonl
 
 # 2. run it, keeping every message's before-image (exit status 0: every line ok)
@@ -38,7 +39,7 @@ since=$((until - 7 * 86400))
 
 # 3. check: one ok per edit, and the same rule now finds nothing left to change
 test "$(grep -c '"outcome":"ok"' run.jsonl)" -eq "$(wc -l <redact.jsonl)"
-"$batchedit" plan chats.jsonl --since "$since" --until "$until" \
+"$batchedit" plan chats.jsonl --since "$week_ago" --until "$now" \
     --replace '555-01\d\d' '[phone redacted]' --preview 3
 
 # 4. changed your mind? put every message back
