@@ -47,7 +47,21 @@ Exit status:
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A group that lists each command with its whole first sentence (click cuts it short)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchedit")
 def main() -> None:
     """Rewrite historical one-to-one Tencent Cloud IM messages in bulk, safely.
@@ -97,7 +111,13 @@ _RUN_OPTIONS = [
         "many seconds, so the late request cannot land after it [default: --timeout].",
     ),
     click.option("--resume", is_flag=True, help="Skip lines RESULTS already has as done."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress and no invalid-line list."),
+    click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="No progress line and no list of invalid lines; the start line and the summary "
+        "are still printed (stderr).",
+    ),
     click.option(
         "--summary-json",
         type=click.Path(dir_okay=False, path_type=Path),

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from batchedit.im.auth import Secret, SigSource, read_secret_key
-from batchedit.im.client import resolve_endpoint
+from batchedit.im.client import REGIONS, resolve_endpoint
 from batchedit.im.errors import ConfigError
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunControl
@@ -111,7 +111,11 @@ _CONNECTION_OPTIONS = [
         help="File holding the secret key (else env TIM_SECRET_KEY, else a ready-made "
         "TIM_USERSIG). No flag takes the key itself: it would show in ps.",
     ),
-    click.option("--region", envvar="TIM_REGION", help="Region, e.g. singapore [env TIM_REGION]."),
+    click.option(
+        "--region",
+        envvar="TIM_REGION",
+        help=f"Region: {', '.join(REGIONS)} [env TIM_REGION].",
+    ),
     click.option("--base-url", envvar="TIM_BASE_URL", help="Explicit endpoint [env TIM_BASE_URL]."),
     click.option(
         "--rate",

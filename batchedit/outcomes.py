@@ -130,7 +130,7 @@ class Summary:
     def add(self, outcome: Outcome) -> None:
         """Fold one outcome in."""
         self.statuses[outcome.status.value] += 1
-        if outcome.status is not Status.INVALID:
+        if outcome.status is not Status.INVALID and not self.dry_run:
             self.codes["none" if outcome.code is None else str(outcome.code)] += 1
         if outcome.attempts:
             self.attempts += outcome.attempts
@@ -206,16 +206,21 @@ class Summary:
         """The human summary printed at the end of a run."""
         data = self.as_json()
         outcomes = data["outcomes"]
-        lines = [
-            "batchedit summary" + (" (dry run: nothing sent)" if self.dry_run else ""),
-            f"  outcomes: ok {outcomes['ok']}, failed {outcomes['failed']}, "
-            f"invalid {outcomes['invalid']}"
-            + (
+        if self.dry_run:
+            # A dry run only validates: its lines are valid, not ok.
+            counts = f"valid {outcomes['ok']}, invalid {outcomes['invalid']}"
+        else:
+            counts = (
+                f"ok {outcomes['ok']}, failed {outcomes['failed']}, invalid {outcomes['invalid']}"
+            )
+        if self.skipped:
+            counts += (
                 f"; skipped (done before): ok {self.skipped - self.skipped_invalid}, "
                 f"invalid {self.skipped_invalid}"
-                if self.skipped
-                else ""
-            ),
+            )
+        lines = [
+            "batchedit summary" + (" (dry run: nothing sent)" if self.dry_run else ""),
+            f"  outcomes: {counts}",
         ]
         if self.codes:
             codes = ", ".join(f"{code}: {n}" for code, n in data["error_codes"].items())
@@ -227,10 +232,15 @@ class Summary:
                 if self.elapsed
                 else ""
             )
-            lines.append(f"  requests: {self.attempts} ({self.retries} retries){timing}")
             lines.append(
-                f"  latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+                f"  requests: {self.attempts} ({self.retries} retries){timing}"
+                if self.attempts
+                else "  requests: none sent"
             )
+            if self.latency.count:
+                lines.append(
+                    f"  latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+                )
             if self.reads:
                 lines.append(f"  before-images: {self.reads} admin_getroammsg requests")
             if self.rate is not None and self.rate.throttled:

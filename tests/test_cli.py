@@ -108,13 +108,15 @@ def test_configuration_errors_exit_2_with_a_hint(
 
 
 def test_dry_run_reports_invalid_lines_and_exits_1(tmp_path: Path) -> None:
-    """--dry-run lists each invalid line with its reason, writes no results, exits 1."""
+    """--dry-run lists each invalid line, counts the rest as valid (not ok, no ErrorCode),
+    writes no results, exits 1."""
     result = _runner().invoke(main, ["run", str(CORPUS), "--dry-run"])
     assert result.exit_code == 1
     assert "invalid: line 3: Msgbody: unknown field (did you mean 'MsgBody'?)" in result.output
     assert "invalid: line 18: longer than 65536 bytes, not read" in result.output
     assert "dry run: nothing sent" in result.output
-    assert "outcomes: ok 5, failed 0, invalid 17" in result.output
+    assert "outcomes: valid 5, invalid 17\n" in result.output
+    assert "by ErrorCode" not in result.output
 
 
 def _seed_state(tmp_path: Path, count: int) -> tuple[Path, list[dict[str, str]]]:

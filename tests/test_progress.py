@@ -82,6 +82,27 @@ def test_summary_reports_codes_latency_and_adaptation() -> None:
     assert not summary.all_ok
 
 
+def test_a_run_that_sent_nothing_shows_no_latency() -> None:
+    """A run whose lines were all invalid says no request was sent and prints no latency."""
+    summary = Summary()
+    summary.add(Outcome(1, "0", Status.INVALID, None, None, None, info="line 1: blank line"))
+    assert summary.render().splitlines()[1:] == [
+        "  outcomes: ok 0, failed 0, invalid 1",
+        "  requests: none sent",
+    ]
+
+
+def test_a_dry_run_counts_valid_lines_without_codes() -> None:
+    """A dry run's validated lines are valid, not ok, and have no ErrorCode."""
+    summary = Summary(dry_run=True)
+    summary.add(Outcome(1, "0", Status.OK, "a", "b", "k", note="dry run: valid, not sent"))
+    assert (
+        summary.render()
+        == "batchedit summary (dry run: nothing sent)\n  outcomes: valid 1, invalid 0"
+    )
+    assert summary.as_json()["error_codes"] == {}
+
+
 def test_histogram_percentiles_within_two_percent() -> None:
     """Latency percentiles come from log buckets 2 % wide."""
     histogram = LatencyHistogram()
