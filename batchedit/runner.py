@@ -19,6 +19,7 @@ from batchedit.backup import BeforeImages
 from batchedit.im.auth import SigSource
 from batchedit.im.client import MODIFY, ImClient
 from batchedit.im.errors import ConfigError
+from batchedit.jsonlog import JsonlAppender
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.ratelimit import AdaptiveLimiter
@@ -31,7 +32,7 @@ from batchedit.records import (
     parse_line,
     read_records,
 )
-from batchedit.results import JsonlAppender, ResumeIndex
+from batchedit.results import ResumeIndex
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunState, Sender, SigGuard, Track
 
@@ -168,7 +169,7 @@ class _Run:
         self.control = control
         self.state = control.state
         self.summary = Summary(dry_run=config.dry_run)
-        self.index = ResumeIndex.load(config.results) if config.resume and config.results else None
+        self.index: ResumeIndex | None = None
         self.limiter = self._limiter() if not config.dry_run else None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
@@ -198,6 +199,9 @@ class _Run:
         async with contextlib.AsyncExitStack() as stack:
             if config.results is not None and not config.dry_run:
                 self._results = stack.enter_context(JsonlAppender(config.results))
+            if config.resume and config.results is not None:
+                # After the appender took the lock and cut a torn last row, not before.
+                self.index = ResumeIndex.load(config.results)
             if self.observer is not None:
                 ticking = asyncio.create_task(self._tick(self.observer))
                 stack.push_async_callback(_cancel, ticking)
