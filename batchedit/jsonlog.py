@@ -144,6 +144,8 @@ class JsonlAppender:
                 return
             try:
                 os.fsync(self._file.fileno())
+            except OSError as error:
+                notice(f"{self.path}: could not be synced to disk at the end ({error.strerror})")
             finally:
                 self._file.close()
                 self._file = None

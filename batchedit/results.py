@@ -32,7 +32,7 @@ def _entry(raw: bytes) -> tuple[int, int, int] | str:
     line, digest, outcome = row.get("line"), row.get("hash"), row.get("outcome")
     if type(line) is not int or not 0 < line <= _MAX_LINE:
         return "line: must be a positive whole number"
-    if outcome not in _DONE:
+    if not isinstance(outcome, str) or outcome not in _DONE:
         return "outcome: must be ok, failed or invalid"
     try:
         value = int(digest, 16) if isinstance(digest, str) and len(digest) == 16 else -1
