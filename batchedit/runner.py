@@ -183,7 +183,14 @@ class _Run:
     def record(self, outcome: Outcome) -> None:
         """Log, fold and show one final outcome; trip the breaker if it is due."""
         if self._results is not None:
-            self._results.append(outcome.as_json())
+            try:
+                self._results.append(outcome.as_json())
+            except OSError as exc:
+                self.state.stop(
+                    "fatal",
+                    f"cannot write the results log {self._results.path} ({exc.strerror}); "
+                    "make room, then run again with --resume",
+                )
         self.summary.add(outcome)
         if self.observer is not None:
             self.observer.outcome(outcome)

@@ -424,3 +424,22 @@ def test_plan_skips_damaged_pairs_lines_and_names_them(
     assert f"skipped: pairs line 4: expected two UserIDs, got '{'[' * 79}..." in result.output
     assert "skipped: pairs line 6: expected two UserIDs, got [1, 2]\n" in result.output
     assert "plan: 2 conversations read" in result.output
+
+
+async def test_a_full_disk_under_the_results_log_stops_the_run(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """When an outcome cannot be logged (ENOSPC), the run stops as fatal at once instead of
+    sending edits whose outcomes would be lost."""
+    running = await start_emulator()
+    targets = seed_messages(running.emulator.store, 10)
+    path = write_edits(tmp_path / "e.jsonl", [{**t, "CloudCustomData": "x"} for t in targets])
+    config = _config(running.url, tmp_path, results=Path("/dev/full"), concurrency=1)
+    with path.open("rb") as source:
+        summary = await run_batch(source, config)
+    assert (summary.stopped, summary.reason) == (
+        "fatal",
+        "cannot write the results log /dev/full (No space left on device); make room, then run "
+        "again with --resume",
+    )
+    assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == 1
