@@ -116,8 +116,8 @@ class JsonlAppender:
         self._lock = threading.Lock()
 
     def __enter__(self) -> JsonlAppender:
-        created = not self.path.exists()
         try:
+            created = not self.path.exists()
             stream = self.path.open("a+b")
         except OSError as exc:
             raise ConfigError(f"cannot open {self.path} for appending: {exc.strerror}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +14,22 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from batchedit import Secret, SigSource
 from batchedit.cli import main
-from batchedit.emulator import Emulator, EmulatorConfig, Store
+from batchedit.emulator import Store
 from batchedit.jsonlog import JsonlAppender
 from batchedit.results import ResumeIndex
-from batchedit.retry import RetryPolicy
-from batchedit.runner import RunConfig, run_batch
+from batchedit.runner import run_batch
 from tests.conftest import EmulatorFactory, EmulatorProcess, ServerFactory, cli_env
 from tests.helpers import (
     ADMIN,
-    SDKAPPID,
-    SECRET,
     read_results,
     seed_messages,
     text_body,
     write_edits,
 )
+from tests.wrapped import Handler, run_config, serve_behind
 
 StartEmulator = Callable[..., EmulatorProcess]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _seeded(tmp_path: Path, count: int) -> tuple[Path, bytes, list[dict[str, Any]]]:
@@ -124,12 +120,9 @@ async def test_each_before_image_is_on_disk_before_its_edit_arrives(
     aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
     """When an edit reaches the server, its message's before-image is already in BACKUP."""
-    emulator = Emulator(EmulatorConfig(sdkappid=SDKAPPID, secret_key=SECRET, rate_limit=None))
-    targets = seed_messages(emulator.store, 200)
     backup = tmp_path / "backup.jsonl"
     late: list[str] = []
 
-    @web.middleware
     async def check_backup(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.endswith("modify_c2c_msg"):
             key = orjson.loads(await request.read())["MsgKey"]
@@ -137,21 +130,11 @@ async def test_each_before_image_is_on_disk_before_its_edit_arrives(
                 late.append(key)
         return await handler(request)
 
-    app = emulator.app()
-    app.middlewares.append(check_backup)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    emulator, url = await serve_behind(aiohttp_server, check_backup)
+    targets = seed_messages(emulator.store, 200)
     path = write_edits(tmp_path / "edits.jsonl", [{**t, "CloudCustomData": "x"} for t in targets])
-    config = RunConfig(
-        results=tmp_path / "results.jsonl",
-        endpoint=str(server.make_url("")).rstrip("/"),
-        sig=SigSource(SDKAPPID, ADMIN, secret_key=Secret(SECRET)),
-        rate=None,
-        policy=RetryPolicy.zero_wait(),
-        backup=backup,
-        concurrency=32,
-    )
     with path.open("rb") as source:
-        summary = await run_batch(source, config)
+        summary = await run_batch(source, run_config(url, tmp_path, backup=backup, concurrency=32))
     assert summary.all_ok
     assert emulator.traffic.of("openim/modify_c2c_msg").arrivals == 200
     assert late == []
@@ -255,14 +238,7 @@ async def test_huge_line_numbers_in_results_cost_no_memory(
     index = ResumeIndex.load(results)
     assert len(index) == 3
     assert index.is_done(10**12, "0123456789abcdef")
-    config = RunConfig(
-        results=results,
-        endpoint=running.url,
-        sig=SigSource(SDKAPPID, ADMIN, secret_key=Secret(SECRET)),
-        rate=None,
-        policy=RetryPolicy.zero_wait(),
-        resume=True,
-    )
+    config = run_config(running.url, tmp_path, results=results, resume=True)
     with path.open("rb") as source:
         summary = await run_batch(source, config)
     assert summary.all_ok
