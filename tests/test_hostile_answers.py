@@ -76,36 +76,41 @@ def _seq(msg_key: str) -> int:
 
 
 async def _huge_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """3 MiB answers to edits: with a Content-Length for even MsgSeqs, chunked for odd ones."""
+    """3 MiB answers to edits, by MsgSeq modulo 3: announced in Content-Length, chunked, or
+    gzipped to a few KB on the wire."""
     if not request.path.endswith("modify_c2c_msg"):
         return await handler(request)
     filler = b"x" * (3 * 1024 * 1024)
-    if _seq(orjson.loads(await request.read())["MsgKey"]) % 2 == 0:
-        return web.Response(body=b'{"ErrorCode":0,"ErrorInfo":"' + filler + b'"}')
-    response = web.StreamResponse()
-    response.enable_chunked_encoding()
-    await response.prepare(request)
+    how = _seq(orjson.loads(await request.read())["MsgKey"]) % 3
+    if how != 1:
+        response = web.Response(body=b'{"ErrorCode":0,"ErrorInfo":"' + filler + b'"}')
+        if how == 2:
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+    chunked = web.StreamResponse()
+    chunked.enable_chunked_encoding()
+    await chunked.prepare(request)
     for start in range(0, len(filler), 256 * 1024):
-        await response.write(filler[start : start + 256 * 1024])
-    return response
+        await chunked.write(filler[start : start + 256 * 1024])
+    return chunked
 
 
 async def test_answers_over_the_bound_are_errors_not_results(
     aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    """A 3 MiB answer, announced or chunked, is not read past 2 MiB: the edit fails with a
-    short reason and the results row stays small."""
+    """A 3 MiB answer, announced, chunked or compressed, is not read past 2 MiB: the edit
+    fails with a short reason and the results row stays small."""
     emulator, url = await serve_behind(aiohttp_server, _huge_answers)
-    targets = seed_messages(emulator.store, 4)
+    targets = seed_messages(emulator.store, 6)
     path = write_edits(tmp_path / "e.jsonl", [{**t, "CloudCustomData": "x"} for t in targets])
     with path.open("rb") as source:
         summary = await run_batch(source, run_config(url, tmp_path, policy=RetryPolicy(1, 0, 0)))
-    assert summary.statuses["failed"] == 4
+    assert summary.statuses["failed"] == 6
     raw = (tmp_path / "results.jsonl").read_bytes()
     assert max(len(row) for row in raw.splitlines()) < 400
     infos = {row["ErrorInfo"] for row in read_results(tmp_path / "results.jsonl").values()}
     assert infos == {"answer larger than 2 MiB, not read"}
-    assert {_seq(t["MsgKey"]) % 2 for t in targets} == {0, 1}
+    assert {_seq(t["MsgKey"]) % 3 for t in targets} == {0, 1, 2}
 
 
 MALFORMED_PAGES: dict[str, tuple[dict[str, Any], str]] = {

@@ -191,12 +191,11 @@ def _whole(item: Mapping[str, Any], name: str, default: int | None = None) -> in
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
     """The body, or ``None`` when it is over :data:`MAX_ANSWER_BYTES` (read no further)."""
     length = response.content_length
-    if length is not None:
-        # aiohttp stops at Content-Length; but for a compressed answer it counts the wire bytes.
-        if length > MAX_ANSWER_BYTES:
-            return None
-        if "Content-Encoding" not in response.headers:
-            return await response.read()
+    if length is not None and length > MAX_ANSWER_BYTES:
+        return None
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()
+    # Chunked or compressed (Content-Length counts the compressed bytes): count as it comes.
     chunks = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
