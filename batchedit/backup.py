@@ -1,6 +1,6 @@
 """Before-images: what a message held before the run edited it, and the undo edits they make.
 
-A backed-up run appends one row per edit to BACKUP, flushed before the edit goes out:
+A backed-up run appends one row per edit to BACKUP, on disk (fsynced) before the edit goes out:
 ``line``, ``From_Account``, ``To_Account``, ``MsgKey``, ``MsgTimeStamp``, ``MsgBody`` and
 ``CloudCustomData`` (``null`` when the message had none). Undo restores each message to its
 *first* row, i.e. to its state before the run, however often the run edited it.
@@ -17,11 +17,11 @@ from typing import IO, Any
 import orjson
 
 from batchedit.im.client import RoamMessage
-from batchedit.im.errors import ApiError, ConfigError
+from batchedit.im.errors import ApiError
 from batchedit.im.history import find_message
+from batchedit.jsonlog import JsonlAppender, LogDamaged, read_log
 from batchedit.outcomes import Status
 from batchedit.records import EditRecord, MessageId
-from batchedit.results import JsonlAppender
 from batchedit.sender import RunState, Sender
 
 
@@ -52,24 +52,33 @@ def changes_nothing(record: EditRecord, message: RoamMessage) -> bool:
     )
 
 
-def _first_images(backup: Path) -> Iterator[dict[str, Any]]:
+def _backup_problem(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    for name in ("From_Account", "To_Account", "MsgKey"):
+        if not isinstance(row.get(name), str) or not row[name]:
+            return f"{name}: must be a non-empty string"
+    if not isinstance(row.get("MsgBody"), list):
+        return "MsgBody: must be an array (the message's before-image)"
+    if "CloudCustomData" not in row or not isinstance(row["CloudCustomData"], str | None):
+        return "CloudCustomData: must be a string or null"
+    return None
+
+
+def _first_images(backup: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     seen: set[MessageId] = set()
-    try:
-        stream = backup.open("rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read backup {backup}: {exc.strerror}") from None
-    with stream:
-        for number, raw in enumerate(stream, 1):
-            try:
-                row = orjson.loads(raw)
-                message = (row["From_Account"], row["To_Account"], row["MsgKey"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                if raw.endswith(b"\n"):
-                    raise ConfigError(f"{backup}: line {number} is not a backup row") from None
-                continue  # a torn last row: the run was killed while writing, before the edit
-            if message not in seen:
-                seen.add(message)
-                yield row
+    for number, raw in read_log(backup, "backup", shared_lock=True):
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise LogDamaged(backup, number, "not a backup row (not JSON)") from None
+        problem = _backup_problem(row)
+        if problem is not None:
+            raise LogDamaged(backup, number, f"not a backup row ({problem})")
+        message = (row["From_Account"], row["To_Account"], row["MsgKey"])
+        if message not in seen:
+            seen.add(message)
+            yield number, row
 
 
 def undo_edits(backup: Path) -> IO[bytes]:
@@ -77,10 +86,12 @@ def undo_edits(backup: Path) -> IO[bytes]:
 
     One line per message in order of first appearance, so a resumed undo sees the same lines.
     A message that had no CloudCustomData gets an empty one: the API cannot delete the field.
+    A torn last row is skipped (its edit was never sent); any other damaged row raises
+    :class:`~batchedit.jsonlog.LogDamaged` (a :class:`ConfigError`) naming its line.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - the caller closes it
     try:
-        for row in _first_images(backup):
+        for number, row in _first_images(backup):
             edit = {
                 "From_Account": row["From_Account"],
                 "To_Account": row["To_Account"],
@@ -88,7 +99,10 @@ def undo_edits(backup: Path) -> IO[bytes]:
                 "MsgBody": row["MsgBody"],
                 "CloudCustomData": row["CloudCustomData"] or "",
             }
-            spool.write(orjson.dumps(edit) + b"\n")
+            try:
+                spool.write(orjson.dumps(edit) + b"\n")
+            except orjson.JSONEncodeError as exc:
+                raise LogDamaged(backup, number, f"MsgBody cannot be sent back ({exc})") from None
     except BaseException:
         spool.close()
         raise
@@ -111,7 +125,7 @@ class Skip:
 
 
 class BeforeImages:
-    """Fetches each message's before-image and appends it to the backup before its edit goes out.
+    """Fetches each message's before-image and puts it on disk before its edit goes out.
 
     ``reader`` sends the ``admin_getroammsg`` calls (its own limiter: the reads have their own
     200/s budget). Unless ``force``, an edit that would change nothing is not sent.
@@ -143,5 +157,16 @@ class BeforeImages:
             )
         if not self._force and changes_nothing(record, message):
             return Skip(Status.OK, "", 0, "unchanged: the message already reads so; not sent")
-        self._log.append(before_image(record, message))
+        try:
+            self._log.append(before_image(record, message))
+            await self._log.durable()
+        except orjson.JSONEncodeError as exc:
+            return Skip(Status.FAILED, f"before-image cannot be stored ({exc}); edit not sent")
+        except OSError as exc:
+            self._state.stop(
+                "fatal",
+                f"cannot write the backup {self._log.path} ({exc.strerror}): no edit goes out "
+                "without its before-image on disk; make room, then run again with --resume",
+            )
+            return Skip(None, "")
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ from batchedit.cli_common import (
 )
 from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
-from batchedit.plan import BadPair, Rules, parse_template, parse_when, read_pairs, run_plan
+from batchedit.plan import (
+    BadPair,
+    Rules,
+    compile_replacement,
+    parse_template,
+    parse_when,
+    read_pairs,
+    run_plan,
+)
 from batchedit.progress import ConsoleObserver
 
 
@@ -126,12 +133,7 @@ def plan_command(
     try:
         if (output is None) == (preview is None):
             raise ConfigError("give exactly one of --output FILE and --preview N")
-        compiled = []
-        for pattern, replacement in replacements:
-            try:
-                compiled.append((re.compile(pattern), replacement))
-            except re.error as exc:
-                raise ConfigError(f"bad --replace regex {pattern!r}: {exc}") from None
+        compiled = [compile_replacement(*rule) for rule in replacements]
         template = parse_template(ccd_template) if ccd_template is not None else None
         rules = Rules(tuple(compiled), custom_desc, template)
         start, end = parse_when(since), parse_when(until, end=True)

@@ -29,6 +29,7 @@ from batchedit.im.history import iter_history
 from batchedit.im.tls import check_certificate, client_context
 from batchedit.preflight import check_plan_files, start_lines
 from batchedit.progress import Observer, Progress, ticking
+from batchedit.records import MAX_LINE_BYTES, TOO_LONG, read_lines
 from batchedit.sender import RunControl
 from batchedit.wiring import ApiConfig, Senders
 
@@ -47,6 +48,30 @@ def parse_template(text: str) -> string.Template:
     return template
 
 
+def compile_replacement(pattern: str, replacement: str) -> tuple[re.Pattern[str], str]:
+    """A ``--replace`` rule; a bad regex or replacement raises :class:`ConfigError`."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"bad --replace regex {pattern!r}: {exc}") from None
+    _check_replacement(compiled, replacement)
+    return compiled, replacement
+
+
+def _check_replacement(pattern: re.Pattern[str], replacement: str) -> None:
+    """Raise :class:`ConfigError` now for a replacement that names a group ``pattern`` lacks
+    (``\\9``) or holds a bad escape, rather than on the first message it meets."""
+    # The same groups, matching the empty string: expanding the replacement once checks it.
+    names = {number: name for name, number in pattern.groupindex.items()}
+    groups = "".join(
+        f"(?P<{names[n]}>)" if n in names else "()" for n in range(1, pattern.groups + 1)
+    )
+    try:
+        re.sub(groups, replacement, "", count=1)
+    except (re.error, IndexError) as exc:
+        raise ConfigError(f"bad --replace replacement {replacement!r}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """What to change: regex replacements in texts, and/or a new CloudCustomData.
@@ -62,6 +87,8 @@ class Rules:
     def __post_init__(self) -> None:
         if not self.replacements and self.cloud_custom_data is None:
             raise ConfigError("no rules: give --replace and/or --set-cloud-custom-data")
+        for pattern, replacement in self.replacements:
+            _check_replacement(pattern, replacement)
 
     def _rewrite_text(self, text: str) -> str:
         for pattern, replacement in self.replacements:
@@ -134,48 +161,59 @@ class BadPair:
 def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
     """Conversations from a CSV (two UserID columns, no header) or JSONL file (``["a", "b"]``,
     an object with ``From_Account`` and ``To_Account``, or one with two string values), each
-    conversation once."""
+    conversation once. A line that names no conversation (binary garbage, too long, anything)
+    is a :class:`BadPair`; a file that cannot be read raises :class:`ConfigError`."""
     seen: set[tuple[str, str]] = set()
-    with path.open(encoding="utf-8", newline="") as stream:
-        rows: Iterable[Any]
-        if path.suffix.lower() == ".csv":
-            rows = csv.reader(stream)
-        else:
-            rows = (_json_row(line) for line in stream)
-        for number, row in enumerate(rows, 1):
-            values = _pair_values(row)
-            if values == [] or values is None:
+    as_csv = path.suffix.lower() == ".csv"
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with stream:
+        for number, raw in read_lines(stream):
+            values = _pair_values(raw, as_csv)
+            if isinstance(values, str):
+                yield BadPair(number, f"pairs line {number}: {values}")
                 continue
-            if not (
-                isinstance(values, list)
-                and len(values) == 2
-                and all(isinstance(v, str) and v.strip() for v in values)
-            ):
-                yield BadPair(number, f"pairs line {number}: expected two UserIDs, got {row!r}")
+            if values is None:
                 continue
-            a, b = (v.strip() for v in values)
+            a, b = values
             key = (a, b) if a <= b else (b, a)
             if a != b and key not in seen:
                 seen.add(key)
                 yield (a, b)
 
 
-def _pair_values(row: Any) -> Any:
-    if not isinstance(row, dict):
-        return row
-    if "From_Account" in row and "To_Account" in row:
-        # An edit file or ``--demo-targets`` output names its conversations this way.
-        return [row["From_Account"], row["To_Account"]]
-    return list(row.values())
-
-
-def _json_row(line: str) -> Any:
-    if not line.strip():
-        return []
+def _pair_values(raw: bytes, as_csv: bool) -> tuple[str, str] | str | None:
+    """The two UserIDs of a pairs line, ``None`` for a blank line, else what is wrong."""
+    if raw is TOO_LONG:
+        return f"longer than {MAX_LINE_BYTES} bytes, not read"
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return line.strip()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start + 1})"
+    if not text.strip():
+        return None
+    row: Any
+    if as_csv:
+        row = next(csv.reader([text]), [])
+    else:
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            row = text.strip()
+    if isinstance(row, dict):
+        # An edit file or ``--demo-targets`` output names its conversations this way.
+        both = "From_Account" in row and "To_Account" in row
+        row = [row["From_Account"], row["To_Account"]] if both else list(row.values())
+    if (
+        isinstance(row, list)
+        and len(row) == 2
+        and all(isinstance(v, str) and v.strip() for v in row)
+    ):
+        return row[0].strip(), row[1].strip()
+    shown = repr(row)
+    return f"expected two UserIDs, got {shown[:80]}{'...' if len(shown) > 80 else ''}"
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final
@@ -99,13 +100,17 @@ def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
         return invalid(f"malformed JSON: {exc}")
     if not isinstance(value, dict):
         return invalid(f"expected a JSON object, got {type(value).__name__}")
-    problem = _problem(value)
-    if problem is not None:
-        return invalid(problem, value)
     try:
         body = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # parsed, yet not encodable: nested over 254 levels
-        return invalid(f"cannot be encoded as a request body ({exc}); nothing is sent", value)
+        return invalid(f"cannot be encoded as a request body ({exc}); nothing is sent")
+    if raw != body and (raw.count(b":") != body.count(b":") or b"\\u003" in raw or b"e+" in body):
+        ambiguous = _ambiguity(raw)
+        if ambiguous is not None:
+            return invalid(ambiguous)
+    problem = _problem(value)
+    if problem is not None:
+        return invalid(problem, value)
     if len(body) > MAX_BODY_BYTES:
         return invalid(f"request body is {len(body)} bytes, over the 8 KB limit", value)
     return EditRecord(
@@ -117,6 +122,50 @@ def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
         body,
         value,
     )
+
+
+class _Ambiguous(ValueError):
+    """What makes a line mean something else to orjson than to its reader."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in found:
+            raise _Ambiguous(
+                f"{name}: given twice in one object; which one is meant is unclear, nothing "
+                "of this record is sent"
+            )
+        found[name] = value
+    return found
+
+
+def _int64(literal: str) -> int:
+    number = int(literal)
+    if not -(2**63) <= number < 2**64:
+        raise _Ambiguous(f"the number {literal[:40]} does not fit in 64 bits")
+    return number
+
+
+def _ambiguity(raw: bytes) -> str | None:
+    """Why ``raw`` is not exactly what orjson read, or ``None``: a duplicate key (orjson keeps
+    the last) or an integer beyond 64 bits (orjson makes it a float).
+
+    A second, slower parse, so only run when a cheap test says it might matter: a line that
+    is its own compact re-encoding hides nothing. Else a duplicate key shows as a missing
+    colon in the re-encoding (each key has one; the strings keep theirs, unless written
+    ``\\u003a``, hence that test), and a float from a big integer as ``e+`` (orjson writes
+    floats from 1e16 up so).
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_unique_keys, parse_int=_int64)
+    except _Ambiguous as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"malformed JSON: {exc}"
+    except RecursionError:
+        return "nested too deeply"
+    return None
 
 
 def _problem(value: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""The results log: one JSONL line per final outcome, appended and flushed as it happens.
+"""The results log: one JSONL line per final outcome, appended as it happens.
 
 The last entry for a line number is that line's final outcome. ``--resume`` reads the log back
 into a :class:`ResumeIndex` and skips the lines that are already done with the same content.
@@ -7,60 +7,55 @@ into a :class:`ResumeIndex` and skips the lines that are already done with the s
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, Final
 
 import orjson
 
-from batchedit.im.errors import ConfigError
+from batchedit.jsonlog import LogDamaged, read_log
 
-_DONE = {"ok": 1, "invalid": 2}
+_DONE: Final = {"ok": 1, "invalid": 2, "failed": 0}
+_DENSE_SLACK: Final = 1 << 20
+"""Line numbers up to twice the rows read plus this are kept in flat arrays; rarer, larger ones
+in a dict, so no row, however odd its line number, costs more than a few bytes."""
+_MAX_LINE: Final = 2**63 - 1
 
 
-class JsonlAppender:
-    """Appends rows to a JSONL file (results log, backup), flushing each so a crash loses none."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: BinaryIO | None = None
-
-    def __enter__(self) -> JsonlAppender:
-        try:
-            self._file = self.path.open("ab")
-        except OSError as exc:
-            raise ConfigError(f"cannot open {self.path} for appending: {exc.strerror}") from None
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Append and flush one row."""
-        if self._file is None:
-            raise RuntimeError("JsonlAppender used outside 'with'")
-        self._file.write(orjson.dumps(row) + b"\n")
-        self._file.flush()
+def _entry(raw: bytes) -> tuple[int, int, int] | str:
+    """(line, digest, done) of a results row, or what is wrong with it."""
+    try:
+        row: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    line, digest, outcome = row.get("line"), row.get("hash"), row.get("outcome")
+    if type(line) is not int or not 0 < line <= _MAX_LINE:
+        return "line: must be a positive whole number"
+    if not isinstance(outcome, str) or outcome not in _DONE:
+        return "outcome: must be ok, failed or invalid"
+    try:
+        value = int(digest, 16) if isinstance(digest, str) and len(digest) == 16 else -1
+    except ValueError:
+        value = -1
+    if value < 0:
+        return "hash: must be 16 hex digits"
+    return line, value, _DONE[outcome]
 
 
 class ResumeIndex:
     """The final outcome of each line of an earlier run: done (ok or invalid) with which hash.
 
     Stored in two flat arrays indexed by line number, so a million-line log costs about 9 MB.
-    A torn last line (the writer was killed mid-write) is ignored: that line is simply redone.
+    A torn last row (the writer was killed mid-write) is ignored: that line is simply redone.
+    Any other damage raises :class:`~batchedit.jsonlog.LogDamaged` naming the line.
     """
 
     def __init__(self) -> None:
         self._digests = array("Q")
         self._done = bytearray()
+        self._far: dict[int, tuple[int, int]] = {}
+        self._rows = 0
 
     @classmethod
     def load(cls, path: Path) -> ResumeIndex:
@@ -68,30 +63,33 @@ class ResumeIndex:
         index = cls()
         if not path.exists():
             return index
-        with path.open("rb") as stream:
-            for raw in stream:
-                try:
-                    row = orjson.loads(raw)
-                    line = int(row["line"])
-                    digest = int(row["hash"], 16)
-                    done = _DONE.get(row["outcome"], 0)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue
-                index._set(line, digest, done)
+        for number, raw in read_log(path, "results log"):
+            entry = _entry(raw)
+            if isinstance(entry, str):
+                raise LogDamaged(path, number, f"not a results row ({entry})")
+            index._set(*entry)
         return index
 
     def _set(self, line: int, digest: int, done: int) -> None:
-        if line <= 0:
-            return
-        if line >= len(self._done):
-            grow = line + 1 - len(self._done)
+        self._rows += 1
+        size = len(self._done)
+        if line >= size:
+            if line > 2 * self._rows + _DENSE_SLACK:
+                self._far[line] = (digest, done)
+                return
+            grow = line + 1 - size
             self._done.extend(bytes(grow))
-            self._digests.extend([0] * grow)
+            self._digests.frombytes(bytes(8 * grow))
+        if self._far:
+            self._far.pop(line, None)
         self._digests[line] = digest
         self._done[line] = done
 
     def is_done(self, line: int, digest: str) -> bool:
         """Whether ``line`` already ended ``ok`` or ``invalid`` with this very content."""
+        if self._far and line in self._far:
+            far_digest, done = self._far[line]
+            return done != 0 and far_digest == int(digest, 16)
         return (
             0 < line < len(self._done)
             and self._done[line] != 0
@@ -103,4 +101,4 @@ class ResumeIndex:
         return 0 < line < len(self._done) and self._done[line] == _DONE["invalid"]
 
     def __len__(self) -> int:
-        return sum(1 for d in self._done if d)
+        return sum(1 for d in self._done if d) + sum(1 for _, d in self._far.values() if d)

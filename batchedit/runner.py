@@ -19,6 +19,7 @@ from batchedit.backup import BeforeImages
 from batchedit.im.client import MODIFY, redact
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import check_certificate, client_context
+from batchedit.jsonlog import JsonlAppender
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.preflight import check_run_files, count_rest, start_lines
@@ -26,7 +27,7 @@ from batchedit.progress import Observer, Progress, ticking
 from batchedit.ratelimit import AdaptiveLimiter
 from batchedit.reader import InputError, LineReader
 from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
-from batchedit.results import JsonlAppender, ResumeIndex
+from batchedit.results import ResumeIndex
 from batchedit.sender import RunControl, Sender, Track
 from batchedit.wiring import ApiConfig, Senders
 
@@ -125,12 +126,6 @@ async def run_batch(
     )
     if config.sig is not None:
         await check_certificate(config.endpoint, client_context(config.ca_file), config.timeout)
-    if observer is not None and config.sig is not None:
-        name = config.read_from or getattr(source, "name", None) or "-"
-        for line in start_lines(
-            config.endpoint, config.sig, str(name), config.rate, config.concurrency
-        ):
-            observer.notice(line)
     run = _Run(config, observer, control or RunControl())
     started = time.monotonic()
     try:
@@ -159,7 +154,7 @@ class _Run:
         self.control = control
         self.state = control.state
         self.summary = Summary(dry_run=config.dry_run)
-        self.index = ResumeIndex.load(config.results) if config.resume and config.results else None
+        self.index: ResumeIndex | None = None
         self.limiter: AdaptiveLimiter | None = None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
@@ -186,8 +181,9 @@ class _Run:
                 self._results_failed = self._log_failed = True
                 self.state.stop(
                     "fatal",
-                    f"cannot write the results log {self._results.path} ({exc}); free space "
-                    "or raise the file size limit, then run again with --resume",
+                    f"cannot write the results log {self._results.path} "
+                    f"({exc.strerror or exc}); free space or raise the file size limit, then run "
+                    "again with --resume",
                 )
         if self._results_failed:
             self.summary.unrecorded += 1
@@ -227,6 +223,14 @@ class _Run:
             if config.results is not None and not config.dry_run:
                 stack.push(self._closing_a_failed_log)
                 self._results = stack.enter_context(JsonlAppender(config.results))
+            if config.resume and config.results is not None:
+                # After the appender took the lock and cut a torn last row, not before.
+                self.index = ResumeIndex.load(config.results)
+            backup = None
+            if config.backup is not None:
+                stack.push(self._closing_a_failed_log)
+                backup = stack.enter_context(JsonlAppender(config.backup))
+            self._announce(source)
             await stack.enter_async_context(ticking(self.observer, self._progress))
             done = self.index.is_done if self.index is not None else None
             reader = self._reader = await stack.enter_async_context(LineReader(source, done))
@@ -237,18 +241,27 @@ class _Run:
             senders = await stack.enter_async_context(Senders(config, self.state))
             self._sender = senders.sender(self.summary.sent_at)
             self.limiter = self._sender.limiter
-            if config.backup is not None:
-                stack.push(self._closing_a_failed_log)
-                log = stack.enter_context(JsonlAppender(config.backup))
+            if backup is not None:
                 # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
                 reads = senders.sender(self._count_read)
-                self._before = BeforeImages(reads, log, self.state, config.force)
+                self._before = BeforeImages(reads, backup, self.state, config.force)
             pool: OrderedPool[EditRecord] = await stack.enter_async_context(
                 OrderedPool(self._handle, lambda r: r.message, config.concurrency)
             )
             self.state.on_stop(pool.stop)
             await self._feed(reader, pool)
             await self._finish(pool)
+
+    def _announce(self, source: IO[bytes]) -> None:
+        """The start line (and a rate warning), once the logs are open and before any request."""
+        config = self.config
+        if self.observer is None or config.sig is None:
+            return
+        name = config.read_from or getattr(source, "name", None) or "-"
+        for line in start_lines(
+            config.endpoint, config.sig, str(name), config.rate, config.concurrency
+        ):
+            self.observer.notice(line)
 
     def _count_read(self, _: float) -> None:
         self.summary.reads += 1
@@ -264,7 +277,7 @@ class _Run:
     async def _handle(self, item: EditRecord) -> None:
         track = Track()
         try:
-            await self._edit(item, track)
+            outcome = await self._edit(item, track)
         except asyncio.CancelledError:
             if track.attempts:
                 info = "interrupted in flight: the edit may or may not have been applied"
@@ -272,36 +285,44 @@ class _Run:
             raise
         except Exception as exc:  # a bug, or a log that cannot be written: stop, say which line
             self._log_failed = self._log_failed or isinstance(exc, OSError)
-            error = _describe(exc)
-            self.state.stop("fatal", f"line {item.line}: {error}; run again with --resume")
-            info = f"stopped by an error of batchedit: {error}"
-            self.record(_outcome_of(item, Status.FAILED, info=info, **track.counts()))
+            info = f"stopped by an error of batchedit: {self._stop_for(item, exc)}"
+            outcome = _outcome_of(item, Status.FAILED, info=info, **track.counts())
+        if outcome is None:
+            return
+        try:
+            self.record(outcome)
+        except Exception as exc:  # an observer's bug: the outcome is logged, the run stops
+            self._stop_for(item, exc)
 
-    async def _edit(self, item: EditRecord, track: Track) -> None:
+    def _stop_for(self, item: EditRecord, exc: Exception) -> str:
+        """Stop the run as fatal for an error while handling ``item``; the error, described."""
+        error = _describe(exc)
+        self.state.stop("fatal", f"line {item.line}: {error}; run again with --resume")
+        return error
+
+    async def _edit(self, item: EditRecord, track: Track) -> Outcome | None:
+        """Send one edit (after its before-image, with ``--backup``); its final outcome."""
         if self._before is not None:
             skip = await self._before.prepare(item)
             if skip is not None:
-                if skip.status is not None:
-                    fields = {"code": skip.code, "info": skip.info, "note": skip.note}
-                    self.record(_outcome_of(item, skip.status, **fields))
-                return
+                if skip.status is None:
+                    return None
+                fields = {"code": skip.code, "info": skip.info, "note": skip.note}
+                return _outcome_of(item, skip.status, **fields)
         if self._sender is None:
             raise RuntimeError("_edit called before the sender exists")
         note = await self._sender.send(MODIFY, item.body, track, item.message)
         reply = track.last
         if reply is None:
-            return
-        status = Status.OK if reply.ok else Status.FAILED
-        self.record(
-            _outcome_of(
-                item,
-                status,
-                code=reply.code,
-                info=reply.info,
-                latency=reply.latency,
-                **track.counts(),
-                note=_notes(UNCERTAIN if track.timed_out else None, note),
-            )
+            return None
+        return _outcome_of(
+            item,
+            Status.OK if reply.ok else Status.FAILED,
+            code=reply.code,
+            info=reply.info,
+            latency=reply.latency,
+            **track.counts(),
+            note=_notes(UNCERTAIN if track.timed_out else None, note),
         )
 
     async def _feed(self, reader: LineReader, pool: OrderedPool[EditRecord] | None) -> None:

@@ -40,6 +40,8 @@ def read_secret_key(secret_key_file: Path | None) -> Secret | None:
             text = secret_key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"cannot read the secret key file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"the secret key file {secret_key_file} is not UTF-8 text") from None
         if not text:
             raise ConfigError(f"the secret key file {secret_key_file} is empty")
         return Secret(text)

@@ -12,7 +12,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -38,12 +38,31 @@ REGIONS: Final[Mapping[str, str]] = {
 """Region name → primary REST domain (spec section 1, "Regional domains")."""
 
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
-_SECRET_PARAM = re.compile(r"(usersig=)[^&\s'\"]*", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"(usersig(?:=|%3d))[^&\s'\"]*", re.IGNORECASE)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+MAX_ANSWER_BYTES: Final = 2 * 1024 * 1024
+"""A larger answer is an error. A full ``admin_getroammsg`` page (100 messages of at most 8 KB)
+stays under 1 MiB."""
+MAX_INFO_CHARS: Final = 1000
+"""Network text (``ErrorInfo``, a connection error) is cut to this many characters."""
 
 
-def redact(text: str) -> str:
-    """Replace every ``usersig=...`` query value in ``text`` with ``usersig=<redacted>``."""
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with each of ``secrets`` (and its URL-quoted form) and every ``usersig=...``
+    query value replaced by ``<redacted>``."""
+    for secret in secrets:
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, "<redacted>")
     return _SECRET_PARAM.sub(r"\1<redacted>", text)
+
+
+def network_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text that came from the network, safe to log and print: redacted (see :func:`redact`),
+    control and bidi characters escaped, cut to :data:`MAX_INFO_CHARS`."""
+    text = _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], redact(text, secrets))
+    if len(text) > MAX_INFO_CHARS:
+        text = f"{text[:MAX_INFO_CHARS]}... ({len(text) - MAX_INFO_CHARS} more characters)"
+    return text
 
 
 def resolve_endpoint(region: str | None = None, base_url: str | None = None) -> str:
@@ -154,21 +173,56 @@ class RoamMessage:
         return self.flag_bits == 8
 
     @classmethod
-    def from_json(cls, item: Mapping[str, Any]) -> RoamMessage:
-        """Build from one ``MsgList`` element."""
+    def from_json(cls, item: Any) -> RoamMessage:
+        """Build from one ``MsgList`` element; ``ValueError`` names what is wrong with it."""
+        if not isinstance(item, dict):
+            raise ValueError("a MsgList item is not an object")
+        for name in ("From_Account", "To_Account", "MsgKey"):
+            if not isinstance(item.get(name), str):
+                raise ValueError(f"a MsgList item's {name} is not a string")
+        body = item.get("MsgBody", [])
+        if not isinstance(body, list):
+            raise ValueError("a MsgList item's MsgBody is not an array")
         ccd = item.get("CloudCustomData")
         return cls(
-            from_account=str(item["From_Account"]),
-            to_account=str(item["To_Account"]),
-            msg_seq=int(item["MsgSeq"]),
-            msg_random=int(item["MsgRandom"]),
-            msg_timestamp=int(item["MsgTimeStamp"]),
-            msg_key=str(item["MsgKey"]),
-            flag_bits=int(item.get("MsgFlagBits", 0)),
-            body=list(item.get("MsgBody", [])),
+            from_account=item["From_Account"],
+            to_account=item["To_Account"],
+            msg_seq=_whole(item, "MsgSeq"),
+            msg_random=_whole(item, "MsgRandom"),
+            msg_timestamp=_whole(item, "MsgTimeStamp"),
+            msg_key=item["MsgKey"],
+            flag_bits=_whole(item, "MsgFlagBits", 0),
+            body=body,
             cloud_custom_data=ccd if isinstance(ccd, str) else None,
-            is_peer_read=int(item.get("IsPeerRead", 0)),
+            is_peer_read=_whole(item, "IsPeerRead", 0),
         )
+
+
+def _whole(item: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    value = item.get(name, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 30:
+        return int(value)
+    raise ValueError(f"a MsgList item's {name} is not a whole number")
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or ``None`` when it is over :data:`MAX_ANSWER_BYTES` (read no further)."""
+    length = response.content_length
+    if length is not None and length > MAX_ANSWER_BYTES:
+        return None
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()
+    # Chunked or compressed (Content-Length counts the compressed bytes): count as it comes.
+    chunks = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ImClient:
@@ -195,6 +249,8 @@ class ImClient:
         self._max_connections = max_connections
         self._ssl = ssl_context
         self._identifier = quote(sig.identifier, safe="")
+        self._sigs: set[str] = set()
+        """Every UserSig sent so far: redacted wherever an answer repeats one."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ImClient:
@@ -228,9 +284,11 @@ class ImClient:
 
     def _url(self, api: str) -> URL:
         # The UserSig alphabet (A-Za-z0-9*-_) needs no escaping (spec section 1, "URL shape").
+        sig = self.sig.current()
+        self._sigs.add(sig)
         return URL(
             f"{self.endpoint}/v4/{api}?sdkappid={self.sig.sdkappid}"
-            f"&identifier={self._identifier}&usersig={self.sig.current()}"
+            f"&identifier={self._identifier}&usersig={sig}"
             f"&random={random.getrandbits(32)}&contenttype=json",
             encoded=True,
         )
@@ -240,7 +298,12 @@ class ImClient:
         return await self.call_raw(api, orjson.dumps(body))
 
     async def call_raw(self, api: str, payload: bytes) -> Reply:
-        """As :meth:`call`, with the JSON body already encoded."""
+        """As :meth:`call`, with the JSON body already encoded.
+
+        Every text of the answer that reaches ``Reply.info`` passes :func:`network_text`: a
+        proxy that echoes the request URL cannot leak the UserSig. An answer over
+        :data:`MAX_ANSWER_BYTES` is an error without an envelope.
+        """
         if self._session is None:
             raise RuntimeError("ImClient used outside 'async with'")
         start = time.perf_counter()
@@ -248,8 +311,8 @@ class ImClient:
             async with self._session.post(
                 self._url(api), data=payload, headers=_JSON_HEADERS
             ) as response:
-                raw = await response.read()
                 status = response.status
+                raw = await _read_bounded(response)
         except TimeoutError:
             info = f"no answer within {self.timeout:g} s"
             return Reply(None, info, {}, None, self._since(start), timed_out=True)
@@ -257,9 +320,12 @@ class ImClient:
             info = redact(f"{type(exc).__name__}: {exc}")
             return Reply(None, info, {}, None, self._since(start), reached=False)
         except aiohttp.ClientError as exc:
-            info = redact(f"{type(exc).__name__}: {exc}")
+            info = network_text(f"{type(exc).__name__}: {exc}", self._sigs)
             return Reply(None, info, {}, None, self._since(start))
         latency = self._since(start)
+        if raw is None:
+            info = f"answer larger than {MAX_ANSWER_BYTES // 1024 // 1024} MiB, not read"
+            return Reply(None, info, {}, status, latency)
         if status != 200:
             return Reply(None, f"HTTP {status}", {}, status, latency)
         try:
@@ -269,7 +335,8 @@ class ImClient:
         code = data.get("ErrorCode") if isinstance(data, dict) else None
         if not isinstance(code, int) or isinstance(code, bool):
             return Reply(None, "answer has no ErrorCode", {}, status, latency)
-        return Reply(code, str(data.get("ErrorInfo", "")), data, status, latency)
+        info = network_text(str(data.get("ErrorInfo", "")), self._sigs)
+        return Reply(code, info, data, status, latency)
 
     @staticmethod
     def _since(start: float) -> float:

@@ -28,7 +28,8 @@ async def iter_history(
     ``call`` is ``ImClient.call`` or a wrapper of it (rate limit, retries). Pages come newest
     first, each page's messages oldest first, as the server sends them. Each follow-up request
     keeps ``MinTime`` and ``MaxCnt``, sets ``MaxTime`` to the previous page's ``LastMsgTime`` and
-    passes its ``LastMsgKey``, until ``Complete`` is 1. A failed page raises :class:`ApiError`.
+    passes its ``LastMsgKey``, until ``Complete`` is 1. A failed or malformed page (one that
+    would page forever, too) raises :class:`ApiError`.
     """
     last_key: str | None = None
     upper = max_time
@@ -36,12 +37,27 @@ async def iter_history(
         reply = await call(ROAM, roam_query(operator, peer, min_time, upper, max_cnt, last_key))
         if not reply.ok:
             raise ApiError(ROAM, reply.code, reply.info)
-        for item in reply.data.get("MsgList", []):
-            yield RoamMessage.from_json(item)
-        if reply.data.get("Complete", 1) == 1 or not reply.data.get("MsgList"):
+        items = reply.data.get("MsgList", [])
+        try:
+            if not isinstance(items, list):
+                raise ValueError("MsgList is not an array")
+            messages = [RoamMessage.from_json(item) for item in items]
+            stamp, key = reply.data.get("LastMsgTime"), reply.data.get("LastMsgKey")
+            if reply.data.get("Complete", 1) == 1 or not messages:
+                last = None
+            elif type(stamp) is not int or not isinstance(key, str):
+                raise ValueError("an incomplete page without LastMsgTime and LastMsgKey")
+            elif stamp > upper or (stamp, key) == (upper, last_key):
+                raise ValueError("the next page would not move back in time")
+            else:
+                last = (stamp, key)
+        except ValueError as exc:
+            raise ApiError(ROAM, None, f"malformed answer: {exc}") from None
+        for message in messages:
+            yield message
+        if last is None:
             return
-        upper = int(reply.data["LastMsgTime"])
-        last_key = str(reply.data["LastMsgKey"])
+        upper, last_key = last
 
 
 @dataclass(frozen=True, slots=True)
