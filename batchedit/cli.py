@@ -39,7 +39,8 @@ Exit status:
   0    every line ok
   1    some line failed or was invalid
   2    usage or configuration error (nothing sent)
-  3    run aborted: fatal auth/permission/app error, or the circuit breaker
+  3    run aborted: fatal auth/permission/app error, the circuit breaker, or the
+       shared budget (--budget) lost
   130  interrupted (after letting in-flight edits finish)
 """
 
@@ -172,6 +173,7 @@ def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig
         policy=conn.policy(),
         timeout=conn.timeout,
         window=conn.window,
+        budget=None if dry_run else conn.budget,
         **options,
     )
 

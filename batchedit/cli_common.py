@@ -40,6 +40,7 @@ class Connection:
     base_url: str | None
     rate: float
     rate_margin: float
+    budget: str | None
     concurrency: int
     max_attempts: int
     timeout: float
@@ -110,6 +111,14 @@ _CONNECTION_OPTIONS = [
         "reach the server unevenly; widen it on a jittery network (costs rate x margin/1000).",
     ),
     click.option(
+        "--budget",
+        envvar="TIM_BUDGET",
+        metavar="URL",
+        help="Share the --rate budget with every process given the same Redis "
+        "(redis://HOST:PORT/DB): together they never exceed it [env TIM_BUDGET]. "
+        "Default: this process keeps its own.",
+    ),
+    click.option(
         "--concurrency",
         type=click.IntRange(min=1),
         default=100,
@@ -151,6 +160,7 @@ def connection_options(command: F) -> F:
         "base_url",
         "rate",
         "rate_margin",
+        "budget",
         "concurrency",
         "max_attempts",
         "timeout",

@@ -21,7 +21,7 @@ from batchedit.cli_common import (
     Connection,
     connection_options,
 )
-from batchedit.im.client import ImClient, RoamMessage
+from batchedit.im.client import ROAM, ImClient, RoamMessage
 from batchedit.im.errors import ConfigError
 from batchedit.plan import (
     BadPair,
@@ -32,7 +32,7 @@ from batchedit.plan import (
     plan_edits,
     read_pairs,
 )
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import open_limiters
 from batchedit.sender import RunState, Sender, SigGuard
 
 
@@ -72,7 +72,6 @@ async def _plan(
 ) -> RunState:
     state = RunState()
     sig = conn.sig()
-    limiter = AdaptiveLimiter(conn.rate, window=conn.window) if conn.rate else None
     reads = [0]
     shown = [0]
 
@@ -98,10 +97,13 @@ async def _plan(
             sys.stderr.flush()
             await asyncio.sleep(0.5)
 
-    async with ImClient(
-        conn.endpoint(), sig, timeout=conn.timeout, max_connections=conn.concurrency
-    ) as client:
-        reader = Sender(client, limiter, conn.policy(), state, SigGuard(sig), count)
+    async with (
+        open_limiters(conn.rate or None, conn.window, conn.budget, sig.sdkappid) as limiters,
+        ImClient(
+            conn.endpoint(), sig, timeout=conn.timeout, max_connections=conn.concurrency
+        ) as client,
+    ):
+        reader = Sender(client, limiters(ROAM), conn.policy(), state, SigGuard(sig), count)
         ticker = asyncio.create_task(progress())
         try:
             await plan_edits(
@@ -182,7 +184,8 @@ def plan_command(
 
     \b
     Exit status: 0 planned, 1 some pair line or conversation could not be read,
-    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions).
+    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions)
+    or by losing the shared budget (--budget).
     """
     try:
         if (output is None) == (preview is None):

@@ -104,7 +104,7 @@ class Summary:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     rate: RateStats | None = None
     stopped: str | None = None
-    """``None`` for a complete run; else ``fatal``, ``breaker`` or ``interrupted``."""
+    """``None`` for a complete run; else ``fatal``, ``breaker``, ``budget`` or ``interrupted``."""
     reason: str = ""
     dry_run: bool = False
 

@@ -20,12 +20,16 @@ towards the target: the whole run slows down, not just the record that was refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
+
+from batchedit.im.errors import ConfigError, ImError
 
 _BUCKET = 2.0
 """Bucket size in tokens (one token is one request at the full rate)."""
@@ -39,6 +43,10 @@ class RateStats:
     throttled: int
     cuts: int
     lowest: float
+
+
+class BudgetLost(ImError):
+    """The shared request budget cannot be reached any more: take no more grants."""
 
 
 class Limiter(Protocol):
@@ -160,3 +168,37 @@ class AdaptiveLimiter:
     def stats(self) -> RateStats:
         """Counters for the summary."""
         return RateStats(self.target, self._throttled, self._cuts, self._lowest)
+
+
+Limiters = Callable[[str], Limiter | None]
+"""The limiter for an API (``openim/modify_c2c_msg``...), or ``None`` for no limit."""
+
+
+@contextlib.asynccontextmanager
+async def open_limiters(
+    rate: float | None, window: float, budget: str | None = None, sdkappid: int = 0
+) -> AsyncIterator[Limiters]:
+    """Where each API's limiter comes from for one run.
+
+    Without ``budget``, a fresh :class:`AdaptiveLimiter` per API (none when ``rate`` is
+    ``None``: no limit). With ``budget``, a Redis URL, limiters that share that budget with
+    every process using it for app ``sdkappid``; raises :class:`ConfigError` when Redis cannot
+    be reached, and closes the connection on the way out.
+    """
+    if budget is None:
+        yield lambda _: AdaptiveLimiter(rate, window=window) if rate else None
+        return
+    if not rate:
+        raise ConfigError("--budget needs a rate: --rate 0 (no limit) cannot be shared")
+    try:
+        # Imported here: Redis support is the optional extra batchedit[redis].
+        from batchedit.budget import SharedBudget  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(
+            "--budget needs the Redis client: pip install 'batchedit[redis]'"
+        ) from None
+    shared = await SharedBudget.connect(budget)
+    try:
+        yield lambda api: shared.limiter(sdkappid, api, rate, window)
+    finally:
+        await shared.close()

@@ -17,11 +17,11 @@ from typing import IO, Any, Protocol
 
 from batchedit.backup import BeforeImages
 from batchedit.im.auth import SigSource
-from batchedit.im.client import MODIFY, ImClient
+from batchedit.im.client import MODIFY, ROAM, ImClient
 from batchedit.im.errors import ConfigError
 from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import Limiter, open_limiters
 from batchedit.records import (
     Done,
     EditRecord,
@@ -65,6 +65,8 @@ class RunConfig:
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False
     """With ``backup``: send edits that would change nothing, too."""
+    budget: str | None = None
+    """Redis URL of a request budget shared with other processes (``None``: this run's own)."""
 
 
 class Observer(Protocol):
@@ -143,7 +145,7 @@ async def run_batch(
     and ``Summary.reason``.
     """
     if config.dry_run:
-        config = dataclasses.replace(config, sig=None, backup=None)
+        config = dataclasses.replace(config, sig=None, backup=None, budget=None)
     elif config.results is None or config.sig is None:
         raise ConfigError("a real run needs a results file and credentials")
     run = _Run(config, observer, control or RunControl())
@@ -169,15 +171,11 @@ class _Run:
         self.state = control.state
         self.summary = Summary(dry_run=config.dry_run)
         self.index = ResumeIndex.load(config.results) if config.resume and config.results else None
-        self.limiter = self._limiter() if not config.dry_run else None
+        self.limiter: Limiter | None = None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
         self._sender: Sender | None = None
         self._before: BeforeImages | None = None
-
-    def _limiter(self) -> AdaptiveLimiter | None:
-        rate = self.config.rate
-        return AdaptiveLimiter(rate, window=self.config.window) if rate else None
 
     def record(self, outcome: Outcome) -> None:
         """Log, fold and show one final outcome; trip the breaker if it is due."""
@@ -196,6 +194,13 @@ class _Run:
     async def execute(self, source: IO[bytes]) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
+            # The budget first: if its Redis cannot be reached, nothing is written or sent.
+            app = config.sig.sdkappid if config.sig is not None else 0
+            limiters = await stack.enter_async_context(
+                open_limiters(config.rate, config.window, config.budget, app)
+            )
+            if not config.dry_run:
+                self.limiter = limiters(MODIFY)
             if config.results is not None and not config.dry_run:
                 self._results = stack.enter_context(JsonlAppender(config.results))
             if self.observer is not None:
@@ -220,7 +225,7 @@ class _Run:
                 log = stack.enter_context(JsonlAppender(config.backup))
                 # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
                 reader = Sender(
-                    client, self._limiter(), config.policy, self.state, guard, self._count_read
+                    client, limiters(ROAM), config.policy, self.state, guard, self._count_read
                 )
                 self._before = BeforeImages(reader, log, self.state, config.force)
             await self._edit_all(source)

@@ -18,7 +18,7 @@ import orjson
 from batchedit.im.auth import SigSource
 from batchedit.im.client import ImClient, Reply
 from batchedit.im.errors import ErrorClass, fatal_reason
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import BudgetLost, Limiter
 from batchedit.retry import RetryPolicy
 
 
@@ -80,7 +80,7 @@ class Sender:
     def __init__(
         self,
         client: ImClient,
-        limiter: AdaptiveLimiter | None,
+        limiter: Limiter | None,
         policy: RetryPolicy,
         state: RunState,
         sig_guard: SigGuard,
@@ -118,7 +118,11 @@ class Sender:
         while True:
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
-            granted = await self._limiter.acquire() if self._limiter else time.monotonic()
+            try:
+                granted = await self._limiter.acquire() if self._limiter else time.monotonic()
+            except BudgetLost as exc:
+                state.stop("budget", f"{exc}; in-flight requests were let finish")
+                return "the run stopped before the next retry" if track.attempts else None
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
             self._client.sig.current()  # made or renewed now, so this is the generation sent
