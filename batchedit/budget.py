@@ -45,11 +45,11 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local target, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local factor, recovery, floor = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local signal, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local state = redis.call('HMGET', KEYS[2], 'share', 'cut_at', 'cut_slot', 'last')
+local state = redis.call('HMGET', KEYS[2], 'share', 'cut_at', 'cut_slot', 'last', 'due')
 local share = tonumber(state[1]) or 1
 local cut_at = tonumber(state[2]) or 0
 local cut_slot = tonumber(state[3]) or -1
-local last = tonumber(state[4])
+local last, due = tonumber(state[4]), tonumber(state[5])
 local function in_force(at)
   return math.min(1, share + recovery * (at - cut_at) / 1000000)
 end
@@ -61,9 +61,10 @@ if signal >= 0 and signal > cut_slot then
   cut = 1
 end
 local rate = target * in_force(now)
+local interval = window / rate
 local slot = now
-if last then
-  slot = math.max(now, math.ceil(last + window / rate))
+if due then
+  slot = math.max(now, math.ceil(due + interval))
 end
 local cap = math.max(1, math.floor(rate))
 if redis.call('LLEN', KEYS[1]) >= cap then
@@ -73,7 +74,8 @@ redis.call('RPUSH', KEYS[1], string.format('%d', slot))
 redis.call('LTRIM', KEYS[1], -math.ceil(target), -1)
 redis.call('HSET', KEYS[2], 'share', string.format('%.17g', share),
   'cut_at', string.format('%d', cut_at), 'cut_slot', string.format('%d', cut_slot),
-  'last', string.format('%d', slot))
+  'last', string.format('%d', slot),
+  'due', string.format('%.3f', due and math.max(due + interval, slot - interval) or slot))
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return {slot - now, slot, string.format('%.17g', rate), cut}
@@ -81,7 +83,10 @@ return {slot - now, slot, string.format('%.17g', rate), cut}
 """KEYS: the slots list and the state hash. ARGV: target (req/s), window (µs), cut factor,
 recovery (share of the target per second), floor (share of the target), the slot (µs) of the
 latest throttled request not yet reported or -1, the keys' time to live (ms). Every time is
-Redis's, in whole microseconds, written with ``%d`` (Lua's own number format keeps 14 digits).
+Redis's, in microseconds, written with ``%d`` or ``%.3f`` (Lua's own number format keeps 14
+digits). ``due`` is when the latest slot was due by the pacing: a slot given late (nobody asked
+in time) makes the next one due sooner, at most one interval's worth, as the bucket of
+:class:`~batchedit.ratelimit.AdaptiveLimiter` does.
 Returns the µs to wait, the slot, the rate in force and whether the signal made a cut."""
 
 _TTL_MS = 60_000
@@ -154,7 +159,7 @@ class RedisLimiter:
             try:
                 reply: Any = await self._script(keys=self._keys, args=args)
             except (RedisError, OSError) as exc:
-                self._lost = BudgetLost(f"lost the shared request budget at {self._where}: {exc}")
+                self._lost = BudgetLost(f"lost the shared request budget at {self._where} ({exc})")
                 raise self._lost from None
             wait, slot, rate, cut = int(reply[0]), int(reply[1]), float(reply[2]), int(reply[3])
             self._rate = rate

@@ -121,7 +121,9 @@ class Sender:
             try:
                 granted = await self._limiter.acquire() if self._limiter else time.monotonic()
             except BudgetLost as exc:
-                state.stop("budget", f"{exc}; in-flight requests were let finish")
+                state.stop(
+                    "budget", f"{exc}; in-flight requests were let finish; run again with --resume"
+                )
                 return "the run stopped before the next retry" if track.attempts else None
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None

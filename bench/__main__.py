@@ -2,7 +2,8 @@
 
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
-``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup); all by default.
+``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, budget); all
+by default.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import orjson
 from batchedit import ImClient, Secret, SigSource
 from batchedit.im import usersig
 from batchedit.records import line_digest
+from bench.budget import shared_budget
 
 SDKAPPID = 1400000000
 SECRET = "bench-secret-key"
@@ -361,6 +363,11 @@ def section_backup(work: Path) -> None:
     )
 
 
+def section_budget(work: Path) -> None:
+    """Issue 9: processes sharing --budget (bench/budget.py)."""
+    shared_budget(work, emulator, _all_stats, _env)
+
+
 def _all_stats(url: str) -> dict[str, Any]:
     async def get() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session, session.get(f"{url}/__emulator/stats") as r:
@@ -377,6 +384,7 @@ SECTIONS: dict[str, Callable[[Path], None]] = {
     "memory": section_memory,
     "resume": section_resume,
     "backup": section_backup,
+    "budget": section_budget,
 }
 
 
