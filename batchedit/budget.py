@@ -7,7 +7,8 @@ throttle signal the caller brings, and reserves the next slot for the caller:
 
 * no window of ``window`` seconds holds more than the rate in force, across all processes
   (the slots of the last window are kept in a list);
-* slots are paced ``window / rate`` apart, whoever asks;
+* slots are paced ``window / rate`` apart, whoever asks (a slot given late because nobody asked
+  in time lets the next one come sooner, by at most one interval);
 * one process's throttle cut is the shared rate's cut, so it slows every process;
 * slots go out in the order the scripts run, and a process holds at most one reservation per
   API at a time, so processes that all have work take turns: each gets an equal share.
@@ -105,8 +106,8 @@ def redact_url(url: str) -> str:
 
 
 class RedisLimiter:
-    """One API's grants from the budget in Redis under ``key``: a :class:`~batchedit.ratelimit.
-    Limiter` that every process naming the same key shares.
+    """One API's grants from the budget kept in Redis under ``key``, shared by every process
+    naming the same key (a :class:`~batchedit.ratelimit.Limiter`).
 
     ``rate``, ``window``, ``cut``, ``recovery`` and ``floor`` mean what they mean for
     :class:`~batchedit.ratelimit.AdaptiveLimiter` (processes sharing a key should agree on
@@ -136,7 +137,7 @@ class RedisLimiter:
         self._where = where
         self._lock = asyncio.Lock()
         self._signal = -1
-        self._lost: BudgetLost | None = None
+        self._lost: str | None = None
         self._rate = rate
         self._throttled = 0
         self._cuts = 0
@@ -153,14 +154,14 @@ class RedisLimiter:
         """
         async with self._lock:
             if self._lost is not None:
-                raise self._lost
+                raise BudgetLost(self._lost)
             signal, self._signal = self._signal, -1
             args = [*self._args, signal, _TTL_MS]
             try:
                 reply: Any = await self._script(keys=self._keys, args=args)
             except (RedisError, OSError) as exc:
-                self._lost = BudgetLost(f"lost the shared request budget at {self._where} ({exc})")
-                raise self._lost from None
+                self._lost = f"lost the shared request budget at {self._where} ({exc})"
+                raise BudgetLost(self._lost) from None
             wait, slot, rate, cut = int(reply[0]), int(reply[1]), float(reply[2]), int(reply[3])
             self._rate = rate
             self._lowest = min(self._lowest, rate)
