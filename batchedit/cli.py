@@ -41,7 +41,8 @@ Exit status:
   1    some line failed or was invalid
   2    usage or configuration error (nothing sent)
   3    run aborted: fatal auth/permission/app/URL error, unreachable host,
-       the circuit breaker, or a log or input that failed (shown)
+       the circuit breaker, the shared budget (--budget) lost, or a log or
+       input that failed (shown)
   130  interrupted by Ctrl-C, SIGTERM or SIGHUP (the first lets in-flight
        edits finish for --grace seconds, a second cancels them)
 """
@@ -183,6 +184,7 @@ def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig
         timeout=conn.timeout,
         window=conn.window,
         ca_file=conn.ca_file,
+        budget=None if dry_run else conn.budget,
         **options,
     )
 

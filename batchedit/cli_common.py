@@ -46,6 +46,7 @@ class Connection:
     base_url: str | None
     rate: float
     rate_margin: float
+    budget: str | None
     concurrency: int
     max_attempts: int
     timeout: float
@@ -89,6 +90,7 @@ class Connection:
             policy=self.policy(),
             timeout=self.timeout,
             ca_file=self.ca_file,
+            budget=self.budget,
         )
 
 
@@ -132,6 +134,14 @@ _CONNECTION_OPTIONS = [
         show_default=True,
         help="Milliseconds added to the 1-second window the rate is kept in, for requests that "
         "reach the server unevenly; widen it on a jittery network (costs rate x margin/1000).",
+    ),
+    click.option(
+        "--budget",
+        envvar="TIM_BUDGET",
+        metavar="URL",
+        help="Share the --rate budget with every process given the same Redis "
+        "(redis://HOST:PORT/DB): together they never exceed it [env TIM_BUDGET]. "
+        "Default: this process keeps its own.",
     ),
     click.option(
         "--concurrency",
@@ -183,6 +193,7 @@ def connection_options(command: F) -> F:
         "base_url",
         "rate",
         "rate_margin",
+        "budget",
         "concurrency",
         "max_attempts",
         "timeout",

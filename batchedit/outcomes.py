@@ -118,7 +118,7 @@ class Summary:
     unrecorded: int = 0
     """Outcomes the results log could not take (it failed; ``--resume`` redoes those lines)."""
     stopped: str | None = None
-    """``None`` for a complete run; else ``fatal``, ``breaker`` or ``interrupted``."""
+    """``None`` for a complete run; else ``fatal``, ``breaker``, ``budget`` or ``interrupted``."""
     reason: str = ""
     unsent: int = 0
     """Lines a stopped run left without an outcome; ``--resume`` sends them."""

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from batchedit.im.client import Caller, RoamMessage, redact
+from batchedit.im.client import ROAM, Caller, RoamMessage, redact
 from batchedit.im.errors import ApiError, ConfigError
 from batchedit.im.history import iter_history
 from batchedit.im.tls import check_certificate, client_context
@@ -370,7 +370,7 @@ async def _plan(
 
     async with contextlib.AsyncExitStack() as stack:
         senders = await stack.enter_async_context(Senders(config, state))
-        reads = senders.sender(count)
+        reads = senders.sender(ROAM, count)
 
         def progress() -> Progress:
             counts = {"messages": stats.messages, "planned": stats.planned}

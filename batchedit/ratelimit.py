@@ -1,25 +1,38 @@
 """The request budget: evenly paced, never over the limit in any sliding window, and adaptive.
 
-Why not ``aiolimiter.AsyncLimiter(rate, 1)``: its bucket starts empty, so it lets ``rate`` requests
-through at once and then ``rate`` more within the same second — twice the budget in the first
-window. This limiter instead keeps the grant times of the last window and paces grants
-``window/rate`` apart, so no window of ``window`` seconds ever holds more than ``rate`` grants.
-``window`` is a little over one second by default: requests reach the server a little after they
-are granted, and not all equally late, so the margin keeps the server's own 1-second count (spec
-section 2: 200 calls/second) within the limit too.
+Two parts work together. ``aiolimiter.AsyncLimiter``, a leaky bucket of two tokens draining at
+``target / window`` tokens per second, paces the grants: each request takes
+``target / rate_in_force`` tokens, so a throttle cut needs no new bucket, only a larger amount per
+request. The bucket's second token absorbs the loop's timer lateness (a grant woken late leaves
+the next one due sooner); the first grant fills it, so a cold start is paced from the start, and
+after an idle spell at most two grants go back to back. On top of it a sliding-window guard keeps
+the grant times of the last ``window`` seconds and holds a grant until that window has fewer than
+``rate`` of them, so no burst, lateness made up or cut can put more than ``rate`` requests into
+any window. ``window`` is a little over one second by default: requests reach the server a
+little after they are granted, and not all equally late, so the margin keeps the server's own
+1-second count (spec section 2: 200 calls/second) within the limit too.
 
 On a throttle signal (60007 and friends) the rate is cut multiplicatively, then recovers linearly
 towards the target: the whole run slows down, not just the record that was refused.
+:mod:`batchedit.budget` offers the same contract shared by many processes through Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+from aiolimiter import AsyncLimiter
+
+from batchedit.im.errors import ConfigError, ImError
+
+_BUCKET = 2.0
+"""Bucket size in tokens (one token is one request at the full rate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,26 @@ class RateStats:
     lowest: float
 
 
+class BudgetLost(ImError):
+    """The shared request budget cannot be reached any more: take no more grants."""
+
+
+class Limiter(Protocol):
+    """What a sender needs from a request budget (:class:`AdaptiveLimiter`, or a shared one)."""
+
+    async def acquire(self) -> float:
+        """Wait for a grant (first come, first served); return its time, in seconds."""
+
+    def throttled(self, granted_at: float) -> None:
+        """The server refused the request granted at ``granted_at`` for its rate."""
+
+    def rate(self) -> float:
+        """The rate in force, in requests per second."""
+
+    def stats(self) -> RateStats:
+        """Counters for the summary."""
+
+
 class AdaptiveLimiter:
     """Grants requests at up to ``rate`` per second.
 
@@ -40,8 +73,9 @@ class AdaptiveLimiter:
     the loop's timer lateness (about 0.1 %). ``window`` is seconds (default 1.005); ``cut`` is
     the factor applied on a throttle signal (default 0.9); ``recovery`` is the share of the
     target regained per second afterwards (default 0.1); the rate never drops below ``floor``
-    (default a twentieth of the target, at least 1 request per second). ``clock`` is for tests;
-    create the limiter inside the running loop.
+    (default a twentieth of the target, at least 1 request per second). Times are the running
+    loop's clock (``loop.time()``, which aiolimiter paces by too); create the limiter inside the
+    loop that uses it.
     """
 
     def __init__(
@@ -52,7 +86,6 @@ class AdaptiveLimiter:
         cut: float = 0.9,
         recovery: float = 0.1,
         floor: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -61,9 +94,11 @@ class AdaptiveLimiter:
         self._cut = cut
         self._recovery = recovery
         self._floor = floor if floor is not None else max(1.0, rate / 20)
-        self._clock = clock
+        # The bucket paces a millionth slower than the guard allows, so on time a grant never
+        # ties with the guard's boundary and costs one timer wait, not two.
+        self._bucket = AsyncLimiter(_BUCKET, _BUCKET * window * (1 + 1e-6) / rate)
         self._grants: deque[float] = deque()
-        self._last = -math.inf
+        self._fresh = True
         self._cut_rate = rate
         self._cut_at = -math.inf
         self._lock = asyncio.Lock()
@@ -72,46 +107,48 @@ class AdaptiveLimiter:
         self._lowest = rate
 
     def rate(self, now: float | None = None) -> float:
-        """The rate in force at ``now``, in requests per second."""
-        at = self._clock() if now is None else now
+        """The rate in force at ``now`` (default: the loop's time), in requests per second."""
+        at = asyncio.get_running_loop().time() if now is None else now
         regained = self.target * self._recovery * max(0.0, at - self._cut_at)
         return min(self.target, self._cut_rate + regained)
 
-    def _earliest(self, now: float) -> float:
-        rate = self.rate(now)
-        cap = max(1, math.floor(rate))
+    def _guard(self, now: float) -> float:
+        """Seconds until the window ending then holds fewer grants than the rate in force."""
+        cap = max(1, math.floor(self.rate(now)))
         grants = self._grants
         while grants and grants[0] <= now - self.window:
             grants.popleft()
-        earliest = self._last + self.window / rate
-        if len(grants) >= cap:
-            # The nanosecond keeps float rounding from landing a grant an ulp inside the window.
-            earliest = max(earliest, grants[-cap] + self.window + 1e-9)
-        return earliest
-
-    def reserve(self, now: float) -> float:
-        """Grant at ``now`` and return 0, or return the seconds to wait before asking again."""
-        earliest = self._earliest(now)
-        if earliest > now:
-            return earliest - now
-        self._grants.append(now)
-        interval = self.window / self.rate(now)
-        # Pace from the slot the grant was due, not from when the waiter woke, so timer error
-        # never adds up; from no further back than one interval, so an idle spell turns into at
-        # most two grants back to back.
-        first = self._last == -math.inf
-        self._last = now if first else max(self._last + interval, now - interval)
-        return 0.0
+        if len(grants) < cap:
+            return 0.0
+        # The nanosecond keeps float rounding from landing a grant an ulp inside the window.
+        return max(0.0, grants[-cap] + self.window + 1e-9 - now)
 
     async def acquire(self) -> float:
-        """Wait for a grant (first come, first served); return its time on the limiter's clock."""
+        """Wait for a grant (first come, first served); return its time on the loop's clock."""
+        loop = asyncio.get_running_loop()
+        # One waiter at a time in the bucket keeps the order of arrival: aiolimiter serves
+        # smaller amounts first (the amount changes with the rate), and a newcomer that fits
+        # may take the capacity a waiter was just woken for.
         async with self._lock:
-            while True:
-                now = self._clock()
-                wait = self.reserve(now)
-                if not wait:
-                    return now
+            amount = self.target / self.rate()
+            if self._fresh:
+                # The first grant also fills the bucket's headroom: no burst at a cold start.
+                amount += _BUCKET - 1
+                self._fresh = False
+            while amount > 0:
+                # At most a token per step, so a step always leaves a token of headroom to
+                # absorb lateness, and a deep cut's amount never exceeds the bucket.
+                step = min(amount, _BUCKET - 1)
+                await self._bucket.acquire(step)
+                amount -= step
+            wait = self._guard(loop.time())
+            while wait:
                 await asyncio.sleep(wait)
+                # Again: a cut while this grant waited may have lowered the window's cap.
+                wait = self._guard(loop.time())
+            now = loop.time()
+            self._grants.append(now)
+            return now
 
     def throttled(self, granted_at: float) -> None:
         """The server refused a request granted at ``granted_at`` for its rate: slow down.
@@ -122,7 +159,7 @@ class AdaptiveLimiter:
         self._throttled += 1
         if granted_at < self._cut_at:
             return
-        now = self._clock()
+        now = asyncio.get_running_loop().time()
         self._cut_rate = max(self._floor, self.rate(now) * self._cut)
         self._cut_at = now
         self._cuts += 1
@@ -131,3 +168,37 @@ class AdaptiveLimiter:
     def stats(self) -> RateStats:
         """Counters for the summary."""
         return RateStats(self.target, self._throttled, self._cuts, self._lowest)
+
+
+Limiters = Callable[[str], Limiter | None]
+"""The limiter for an API (``openim/modify_c2c_msg``...), or ``None`` for no limit."""
+
+
+@contextlib.asynccontextmanager
+async def open_limiters(
+    rate: float | None, window: float, budget: str | None = None, sdkappid: int = 0
+) -> AsyncIterator[Limiters]:
+    """Where each API's limiter comes from for one run.
+
+    Without ``budget``, a fresh :class:`AdaptiveLimiter` per API (none when ``rate`` is
+    ``None``: no limit). With ``budget``, a Redis URL, limiters that share that budget with
+    every process using it for app ``sdkappid``; raises :class:`ConfigError` when Redis cannot
+    be reached, and closes the connection on the way out.
+    """
+    if budget is None:
+        yield lambda _: AdaptiveLimiter(rate, window=window) if rate else None
+        return
+    if not rate:
+        raise ConfigError("--budget needs a rate: --rate 0 (no limit) cannot be shared")
+    try:
+        # Imported here: Redis support is the optional extra batchedit[redis].
+        from batchedit.budget import SharedBudget  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(
+            "--budget needs the Redis client: pip install 'batchedit[redis]'"
+        ) from None
+    shared = await SharedBudget.connect(budget)
+    try:
+        yield lambda api: shared.limiter(sdkappid, api, rate, window)
+    finally:
+        await shared.close()

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from batchedit.backup import BeforeImages
-from batchedit.im.client import MODIFY, redact
+from batchedit.im.client import MODIFY, ROAM, redact
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import check_certificate, client_context
 from batchedit.jsonlog import JsonlAppender
@@ -24,7 +24,7 @@ from batchedit.outcomes import Outcome, Status, Summary
 from batchedit.pool import OrderedPool
 from batchedit.preflight import check_run_files, count_rest, start_lines
 from batchedit.progress import Observer, Progress, ticking
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import Limiter
 from batchedit.reader import InputError, LineReader
 from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
 from batchedit.results import ResumeIndex
@@ -113,7 +113,7 @@ async def run_batch(
     written.
     """
     if config.dry_run:
-        config = dataclasses.replace(config, sig=None, backup=None)
+        config = dataclasses.replace(config, sig=None, backup=None, budget=None)
     elif config.results is None or config.sig is None:
         raise ConfigError("a real run needs a results file and credentials")
     check_run_files(
@@ -155,7 +155,7 @@ class _Run:
         self.state = control.state
         self.summary = Summary(dry_run=config.dry_run)
         self.index: ResumeIndex | None = None
-        self.limiter: AdaptiveLimiter | None = None
+        self.limiter: Limiter | None = None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
         self._results_failed = False
@@ -218,8 +218,12 @@ class _Run:
     async def execute(self, source: IO[bytes]) -> None:
         config = self.config
         # Entered in this order so that they close in reverse: the pool (and with it every
-        # worker) before the client and the logs the workers use.
+        # worker) before the logs and the client the workers use.
         async with contextlib.AsyncExitStack() as stack:
+            # The budget first: if its Redis cannot be reached, nothing is written or sent.
+            senders = None
+            if config.sig is not None:
+                senders = await stack.enter_async_context(Senders(config, self.state))
             if config.results is not None and not config.dry_run:
                 stack.push(self._closing_a_failed_log)
                 self._results = stack.enter_context(JsonlAppender(config.results))
@@ -235,15 +239,14 @@ class _Run:
             done = self.index.is_done if self.index is not None else None
             reader = self._reader = await stack.enter_async_context(LineReader(source, done))
             self.state.on_stop(reader.stop)
-            if config.sig is None:
+            if senders is None:
                 await self._feed(reader, None)
                 return
-            senders = await stack.enter_async_context(Senders(config, self.state))
-            self._sender = senders.sender(self.summary.sent_at)
+            self._sender = senders.sender(MODIFY, self.summary.sent_at)
             self.limiter = self._sender.limiter
             if backup is not None:
                 # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
-                reads = senders.sender(self._count_read)
+                reads = senders.sender(ROAM, self._count_read)
                 self._before = BeforeImages(reads, backup, self.state, config.force)
             pool: OrderedPool[EditRecord] = await stack.enter_async_context(
                 OrderedPool(self._handle, lambda r: r.message, config.concurrency)

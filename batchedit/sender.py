@@ -19,7 +19,7 @@ import orjson
 from batchedit.im.auth import SigSource
 from batchedit.im.client import ImClient, Reply
 from batchedit.im.errors import ErrorClass, fatal_reason
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import BudgetLost, Limiter
 from batchedit.retry import RetryPolicy
 
 
@@ -169,7 +169,7 @@ class Sender:
     def __init__(
         self,
         client: ImClient,
-        limiter: AdaptiveLimiter | None,
+        limiter: Limiter | None,
         policy: RetryPolicy,
         state: RunState,
         sig_guard: SigGuard,
@@ -220,7 +220,13 @@ class Sender:
             if held > 0:
                 await state.pause(held)
                 continue
-            granted = await self.limiter.acquire() if self.limiter else time.monotonic()
+            try:
+                granted = await self.limiter.acquire() if self.limiter else time.monotonic()
+            except BudgetLost as exc:
+                state.stop(
+                    "budget", f"{exc}; in-flight requests were let finish; run again with --resume"
+                )
+                return "the run stopped before the next retry" if track.attempts else None
             if state.stopping:
                 return "the run stopped before the next retry" if track.attempts else None
             self._client.sig.current()  # made or renewed now, so this is the generation sent

