@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -27,12 +25,13 @@ from batchedit.cli_common import (
     with_options,
     with_signals,
 )
+from batchedit.cli_output import Output, error_as_json, output_options
 from batchedit.cli_plan import plan_command
 from batchedit.cli_report import report_command
 from batchedit.emulator.cli import emulator_command
 from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
-from batchedit.progress import ConsoleObserver, count_lines
+from batchedit.progress import count_lines
 from batchedit.runner import RunConfig, run_batch
 
 EXIT_STATUS_HELP = """\b
@@ -60,6 +59,16 @@ class _Commands(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; with ``--log-format json``, show a usage or configuration error as
+        one JSON line."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            if not error_as_json(ctx, error):
+                raise
+            raise click.exceptions.Exit(error.exit_code) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,13 +122,6 @@ _RUN_OPTIONS = [
     ),
     click.option("--resume", is_flag=True, help="Skip lines RESULTS already has as done."),
     click.option(
-        "--quiet",
-        "-q",
-        is_flag=True,
-        help="No progress line and no list of invalid lines; the start line and the summary "
-        "are still printed (stderr).",
-    ),
-    click.option(
         "--summary-json",
         type=click.Path(dir_okay=False, path_type=Path),
         help="Also write the summary here as JSON.",
@@ -131,15 +133,14 @@ def _run_options(command: F) -> F:
     return with_options(_RUN_OPTIONS, command)
 
 
-def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | None) -> None:
-    """Run, print the summary, write ``--summary-json``, exit with the run's status."""
-    live = sys.stderr.isatty()
+def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
+    """Run, show the summary, write ``--summary-json``, exit with the run's status."""
+    total = count_lines(source) if out.wants_total else None
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
     # passes would otherwise pause the loop for milliseconds and bunch requests together.
     gc.freeze()
-    observer = ConsoleObserver(sys.stderr, total, live=live, quiet=quiet)
     try:
-        with source:
+        with source, out.watch(total) as observer:
             summary = asyncio.run(
                 with_signals(
                     lambda control: run_batch(source, config, observer=observer, control=control)
@@ -147,15 +148,15 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
             )
     except ImError as exc:
         raise ConfigProblem(str(exc)) from None
+    lines = [summary.render()]
+    results = config.results if not config.dry_run else None
+    if results is not None:
+        lines.append(f"  results: {results}")
+    if config.backup is not None:
+        lines.append(f"  backup: {config.backup} (undo: batchedit undo {config.backup})")
     with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-        observer.finish()
-        click.echo(summary.render(), err=True)
-        if config.results is not None and not config.dry_run:
-            click.echo(f"  results: {config.results}", err=True)
-        if config.backup is not None:
-            click.echo(
-                f"  backup: {config.backup} (undo: batchedit undo {config.backup})", err=True
-            )
+        fields = {"summary": summary.as_json(), "results": results, "backup": config.backup}
+        out.say("summary", "\n".join(lines), **fields)
     if config.summary_json is not None:
         try:
             config.summary_json.write_bytes(
@@ -164,7 +165,7 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
         except OSError as exc:
             problem = f"cannot write --summary-json {config.summary_json}: {exc.strerror}"
             with contextlib.suppress(OSError):
-                click.echo(problem, err=True)
+                out.say("error", problem)
     sys.exit(exit_code_for(summary))
 
 
@@ -193,6 +194,7 @@ def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig
 @click.argument("edits", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @connection_options
 @_run_options
+@output_options
 @click.option("--dry-run", is_flag=True, help="Validate every line, send nothing.")
 @click.option(
     "--backup",
@@ -209,8 +211,8 @@ def run(
     grace: float,
     settle: float | None,
     resume: bool,
-    quiet: bool,
     summary_json: Path | None,
+    out: Output,
     dry_run: bool,
     backup: Path | None,
     force: bool,
@@ -237,17 +239,14 @@ def run(
         source = sys.stdin.buffer if str(edits) == "-" else _open(edits)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    total = None
-    with contextlib.suppress(OSError, ValueError):
-        if source is not sys.stdin.buffer and stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-            total = count_lines(str(edits)) if sys.stderr.isatty() else None
-    _execute(source, config, quiet=quiet, total=total)
+    _execute(source, config, out)
 
 
 @main.command(epilog=EXIT_STATUS_HELP)
 @click.argument("backup", type=click.Path(dir_okay=False, path_type=Path))
 @connection_options
 @_run_options
+@output_options
 def undo(
     backup: Path,
     conn: Connection,
@@ -256,8 +255,8 @@ def undo(
     grace: float,
     settle: float | None,
     resume: bool,
-    quiet: bool,
     summary_json: Path | None,
+    out: Output,
 ) -> None:
     """Restore every message a backed-up run touched to its state before that run.
 
@@ -281,7 +280,7 @@ def undo(
         source = undo_edits(backup)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    _execute(source, config, quiet=quiet, total=None)
+    _execute(source, config, out)
 
 
 def _open(path: Path) -> IO[bytes]:

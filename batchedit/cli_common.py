@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from batchedit.console import log_note
 from batchedit.im.auth import Secret, SigSource, read_secret_key
 from batchedit.im.client import REGIONS, resolve_endpoint
 from batchedit.im.errors import ConfigError
@@ -244,13 +245,13 @@ async def with_signals(work: Callable[[RunControl], Awaitable[T]]) -> T:
         if received == 1:
             control.interrupt("interrupted" if number is signal.SIGINT else f"stopped by {name}")
             message = (
-                f"\n{name}: stopping, letting in-flight requests finish ({name} again cancels them)"
+                f"{name}: stopping, letting in-flight requests finish ({name} again cancels them)"
             )
         else:
             control.cancel_now()
-            message = f"\n{name} again: cancelling in-flight requests"
+            message = f"{name} again: cancelling in-flight requests"
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-            click.echo(message, err=True)
+            log_note(message, "signal")
 
     for number in STOP_SIGNALS:
         loop.add_signal_handler(number, on_signal, number)

@@ -20,6 +20,7 @@ from batchedit.cli_common import (
     connection_options,
     with_signals,
 )
+from batchedit.cli_output import Output, output_options
 from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
 from batchedit.plan import (
@@ -31,7 +32,6 @@ from batchedit.plan import (
     read_pairs,
     run_plan,
 )
-from batchedit.progress import ConsoleObserver
 
 
 def _texts(body: list[Any]) -> list[str]:
@@ -104,6 +104,7 @@ class _Preview:
     help="Print a before/after of the first N changes instead of writing.",
 )
 @connection_options
+@output_options
 def plan_command(
     pairs: Path,
     since: str,
@@ -114,6 +115,7 @@ def plan_command(
     output: Path | None,
     preview: int | None,
     conn: Connection,
+    out: Output,
 ) -> None:
     """Write an edit file from history: one edit per message the rules change.
 
@@ -145,46 +147,50 @@ def plan_command(
         for pair in read_pairs(pairs):
             if isinstance(pair, BadPair):
                 bad += 1
-                click.echo(f"skipped: {pair.reason}", err=True)
+                out.say("skipped", f"skipped: {pair.reason}")
             else:
                 conversations.append(pair)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    observer = ConsoleObserver(
-        sys.stderr, len(conversations), live=sys.stderr.isatty(), quiet=False
-    )
     try:
         config = conn.api()
-        stats = asyncio.run(
-            with_signals(
-                lambda control: run_plan(
-                    conversations,
-                    start,
-                    end,
-                    rules,
-                    config,
-                    output=output,
-                    pairs_file=pairs,
-                    preview=_Preview(preview) if preview is not None else None,
-                    observer=observer,
-                    control=control,
+        with out.watch(len(conversations)) as observer:
+            stats = asyncio.run(
+                with_signals(
+                    lambda control: run_plan(
+                        conversations,
+                        start,
+                        end,
+                        rules,
+                        config,
+                        output=output,
+                        pairs_file=pairs,
+                        preview=_Preview(preview) if preview is not None else None,
+                        observer=observer,
+                        control=control,
+                    )
                 )
             )
-        )
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    observer.finish()
-    click.echo(
+    out.say(
+        "summary",
         f"plan: {stats.conversations} conversations read, {stats.messages} messages "
         f"({stats.recalled} recalled, skipped), {stats.planned} edits planned, "
         f"{stats.requests} admin_getroammsg requests",
-        err=True,
+        conversations=stats.conversations,
+        messages=stats.messages,
+        recalled=stats.recalled,
+        planned=stats.planned,
+        requests=stats.requests,
+        elapsed_s=round(stats.elapsed, 3),
     )
     for failure in stats.failed_conversations:
-        click.echo(f"not read: {failure}", err=True)
+        out.say("not_read", f"not read: {failure}")
     if stats.stopped is not None:
-        click.echo(f"STOPPED ({stats.stopped}): {stats.reason}; nothing written", err=True)
+        message = f"STOPPED ({stats.stopped}): {stats.reason}; nothing written"
+        out.say("stopped", message, stopped=stats.stopped, reason=stats.reason)
         sys.exit(EXIT_INTERRUPTED if stats.stopped == "interrupted" else EXIT_ABORTED)
     if output is not None:
-        click.echo(f"wrote {output} in {stats.elapsed:.1f} s", err=True)
+        out.say("wrote", f"wrote {output} in {stats.elapsed:.1f} s", path=output)
     sys.exit(EXIT_SOME_FAILED if bad or stats.failed_conversations else EXIT_OK)

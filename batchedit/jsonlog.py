@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,16 +21,12 @@ from typing import IO, Any, Final
 
 import orjson
 
+from batchedit.console import log_note
 from batchedit.im.errors import ConfigError
 
 MAX_ROW_BYTES: Final = 8 * 1024 * 1024
 """Longer rows are damage: ours stay far below (a before-image holds one message)."""
 _TAIL_CHUNK: Final = 64 * 1024
-
-
-def notice(text: str) -> None:
-    """Tell the user something they should know but need not act on (stderr)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 class LogDamaged(ConfigError):
@@ -84,9 +79,10 @@ def _cut_torn_tail(fd: int, path: Path) -> None:
         end = start
     os.ftruncate(fd, end)
     os.fsync(fd)
-    notice(
+    log_note(
         f"{path}: its last row was torn by a crash ({size - end} bytes without a newline); "
-        "cut it off (that line counts as not done)"
+        "cut it off (that line counts as not done)",
+        "repair",
     )
 
 
@@ -145,7 +141,10 @@ class JsonlAppender:
             try:
                 os.fsync(self._file.fileno())
             except OSError as error:
-                notice(f"{self.path}: could not be synced to disk at the end ({error.strerror})")
+                log_note(
+                    f"{self.path}: could not be synced to disk at the end ({error.strerror})",
+                    "warning",
+                )
             finally:
                 self._file.close()
                 self._file = None
@@ -227,9 +226,10 @@ def read_log(path: Path, kind: str, *, shared_lock: bool = False) -> Iterator[tu
             if not raw.endswith(b"\n"):
                 if len(raw) > MAX_ROW_BYTES:
                     raise LogDamaged(path, number, f"row longer than {MAX_ROW_BYTES} bytes")
-                notice(
+                log_note(
                     f"{path}: its last row (line {number}) was torn by a crash "
-                    f"({len(raw)} bytes without a newline); ignored it"
+                    f"({len(raw)} bytes without a newline); ignored it",
+                    "repair",
                 )
                 return
             yield number, raw

@@ -379,6 +379,7 @@ async def _plan(
                 {**counts, "requests": stats.requests},
                 unit="conversations",
                 rate=reads.limiter.rate() if reads.limiter else None,
+                limits=reads.limiter.stats() if reads.limiter else None,
             )
 
         await stack.enter_async_context(ticking(observer, progress))

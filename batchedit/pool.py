@@ -46,6 +46,7 @@ class OrderedPool(Generic[T]):
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
         self._chains: dict[Hashable, deque[T]] = {}
         self._pending = 0
+        self._running = 0
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -63,6 +64,11 @@ class OrderedPool(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.close(0)
+
+    @property
+    def running(self) -> int:
+        """Items being handled now (at most ``concurrency``)."""
+        return self._running
 
     @property
     def stopping(self) -> bool:
@@ -94,12 +100,14 @@ class OrderedPool(Generic[T]):
             key = self._key(item)
             try:
                 while True:
+                    self._running += 1
                     try:
                         await self._handle(item)
                     except Exception:
                         self.stop()
                         raise
                     finally:
+                        self._running -= 1
                         self._done_one()
                     chain = self._chains[key]
                     if not chain or self._stopping:

@@ -1,16 +1,22 @@
-"""What a person sees while ``run``, ``undo`` or ``plan`` works: the first invalid lines, and a
-live progress line."""
+"""What a person (or a log pipeline) sees while ``run``, ``undo`` or ``plan`` works: the start
+line, the first invalid lines, and progress: a live line on a terminal, else a plain (or JSON)
+line every few seconds."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import IO, Any, Protocol
 
+from batchedit.console import Console
 from batchedit.outcomes import Outcome, Status
+from batchedit.ratelimit import RateStats
 
 SHOWN_INVALID = 20
 """How many invalid lines are printed; the rest are only in the results log."""
@@ -25,7 +31,8 @@ class Progress:
 
     ``done`` units (lines, conversations) are finished, ``skipped`` of them without work
     (``--resume``); ``counts`` are shown in order; ``rate`` is the limit in force, in requests
-    per second (``None``: no limit).
+    per second (``None``: no limit); ``in_flight`` counts units being worked on now
+    (``None``: not counted); ``limits`` are the limiter's counters so far (``None``: no limit).
     """
 
     done: int
@@ -33,6 +40,8 @@ class Progress:
     unit: str = "lines"
     skipped: int = 0
     rate: float | None = None
+    in_flight: int | None = None
+    limits: RateStats | None = None
 
 
 class Observer(Protocol):
@@ -48,65 +57,140 @@ class Observer(Protocol):
         """Periodic progress."""
 
 
-class ConsoleObserver:
-    """Prints to ``stream`` (stderr): invalid lines as they come, and, on a terminal, a progress
-    line (done/total, speed, ETA, counts, rate limit) rewritten in place twice a second.
-    """
+class Observers:
+    """Several observers watching one run, each told everything in the order given."""
 
-    def __init__(self, stream: TextIO, total: int | None, *, live: bool, quiet: bool) -> None:
-        self._stream = stream
-        self._total = total
-        self._live = live and not quiet
-        self._quiet = quiet
-        self._invalid = 0
-        self._started = time.monotonic()
-        self._drawn = False
+    def __init__(self, *observers: Observer) -> None:
+        self._observers = observers
 
     def outcome(self, outcome: Outcome) -> None:
-        """Print an invalid line's reason (the first :data:`SHOWN_INVALID` of them)."""
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.outcome(outcome)
+
+    def notice(self, line: str) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.notice(line)
+
+    def tick(self, progress: Progress) -> None:
+        """Tell each observer."""
+        for observer in self._observers:
+            observer.tick(progress)
+
+
+class ConsoleObserver:
+    """Shows a run on ``console``: notices (the start line, warnings), invalid lines as they
+    come, and progress (done/total, speed, ETA, counts, the rate limit in force).
+
+    On a terminal in text mode the progress line is redrawn in place at every tick, cut to the
+    terminal's width so that it never wraps; otherwise (a file, a pipe, JSON lines) a progress
+    line is written every ``every`` seconds (0: never). ``quiet`` shows only notices. ``total``
+    is the number of units to do, if known (for the ETA); ``clock`` gives seconds (monotonic).
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        total: int | None,
+        *,
+        quiet: bool = False,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._console = console
+        self._total = total
+        self._quiet = quiet
+        self._live = console.terminal and not console.json
+        self._every = every
+        self._clock = clock
+        self._invalid = 0
+        self._started: float | None = None
+        self._due = 0.0
+
+    def outcome(self, outcome: Outcome) -> None:
+        """Show an invalid line's reason (the first :data:`SHOWN_INVALID` of them)."""
         if outcome.status is not Status.INVALID or self._quiet:
             return
         self._invalid += 1
         if self._invalid <= SHOWN_INVALID:
-            self._clear()
-            print(f"invalid: {outcome.info}", file=self._stream)
+            self._console.line("invalid", f"invalid: {outcome.info}", line=outcome.line)
         elif self._invalid == SHOWN_INVALID + 1:
-            self._clear()
-            print("invalid: ... more invalid lines; see the results log", file=self._stream)
+            self._console.line("invalid", "invalid: ... more invalid lines; see the results log")
 
     def notice(self, line: str) -> None:
-        """Print a line before the run starts (the start line, a warning), even when quiet."""
-        print(line, file=self._stream)
+        """Show a line before the work starts, even when quiet; its event is the word before
+        its first colon (``start``, ``warning``)."""
+        word = line.partition(":")[0]
+        self._console.line(word if word.isalpha() else "notice", line)
 
     def tick(self, progress: Progress) -> None:
-        """Redraw the progress line."""
-        if not self._live:
+        """Redraw the live line, or write a progress line if one is due."""
+        now = self._clock()
+        if self._started is None:
+            self._started = self._due = now
+        if self._quiet:
             return
+        elapsed = now - self._started
         done = progress.done
-        elapsed = time.monotonic() - self._started
         speed = (done - progress.skipped) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{done}/{self._total}" if self._total else f"{done} {progress.unit}"]
-        parts.append(f"{speed:.0f}/s")
-        if self._total and speed > 0:
-            left = max(0, self._total - done) / speed
-            parts.append(f"ETA {int(left // 60)}m{int(left % 60):02d}s")
-        parts.append(" ".join(f"{name} {n}" for name, n in progress.counts.items()))
-        if progress.rate is not None:
-            parts.append(f"limit {progress.rate:.0f}/s")
-        self._stream.write("\r\x1b[2K" + " | ".join(parts))
-        self._stream.flush()
-        self._drawn = True
-
-    def _clear(self) -> None:
-        if self._drawn:
-            self._stream.write("\r\x1b[2K")
-            self._drawn = False
+        left = max(0, self._total - done) / speed if self._total and speed > 0 else None
+        where = f"{done}/{self._total}" if self._total else f"{done} {progress.unit}"
+        counts = " ".join(f"{name} {n}" for name, n in progress.counts.items())
+        short = " ".join(f"{name[0]} {n}" for name, n in progress.counts.items())
+        parts = [
+            where,
+            f"{speed:.0f}/s",
+            f"ETA {_duration(left)}" if left is not None else "",
+            counts,
+            f"limit {progress.rate:.0f}/s" if progress.rate is not None else "",
+        ]
+        if self._live:
+            self._console.status(_fit(parts, short, self._console.width()))
+            return
+        if not self._every or now < self._due + self._every:
+            return
+        self._due += self._every * max(1, int((now - self._due) // self._every))
+        unit = "" if progress.unit == "lines" or not self._total else f" {progress.unit}"
+        fields: dict[str, Any] = {
+            "done": done,
+            "total": self._total,
+            "unit": progress.unit,
+            "counts": dict(progress.counts),
+            "speed": round(speed, 1),
+            "rate": progress.rate,
+            "eta_s": None if left is None else round(left, 1),
+            "elapsed_s": round(elapsed, 1),
+        }
+        text = " | ".join(part for part in [where + unit, *parts[1:]] if part)
+        self._console.line("progress", f"progress: {text}", **fields)
 
     def finish(self) -> None:
-        """End the progress line before the summary is printed."""
-        if self._drawn:
-            self._stream.write("\n")
-            self._drawn = False
+        """End the live line (it stays on screen) before the summary is written."""
+        self._console.keep_status()
+
+
+def _fit(parts: list[str], short_counts: str, width: int) -> str:
+    """The live line in at most ``width - 1`` columns: counts abbreviated, then the limit and
+    the speed left out, then cut."""
+    where, speed, eta, counts, limit = parts
+    for choice in (
+        [where, speed, eta, counts, limit],
+        [where, speed, eta, short_counts, limit],
+        [where, speed, eta, short_counts],
+        [where, eta, short_counts],
+    ):
+        text = " | ".join(part for part in choice if part)
+        if len(text) < width:
+            return text
+    return text[: max(0, width - 1)]
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m03s``, ``2m03s``."""
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 @contextlib.asynccontextmanager
@@ -131,12 +215,23 @@ async def ticking(
         await asyncio.wait([task])
 
 
-def count_lines(path: str) -> int:
-    """Lines in a file (a last line without a newline counts), read in 1 MiB blocks."""
+def count_lines(stream: IO[bytes]) -> int | None:
+    """Lines left in ``stream`` (a last line without a newline counts), read in 1 MiB blocks
+    and then sought back; ``None`` for a stream that cannot seek (a pipe, a terminal) or a file
+    that is not a regular one (a device)."""
+    try:
+        if not stream.seekable():
+            return None
+        real = isinstance(stream, io.BufferedReader | io.FileIO)
+        if real and not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            return None
+        start = stream.tell()
+    except (OSError, ValueError):
+        return None
     lines = 0
     last = b"\n"
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
+    while block := stream.read(1 << 20):
+        lines += block.count(b"\n")
+        last = block[-1:]
+    stream.seek(start)
     return lines + (last != b"\n")

@@ -163,6 +163,7 @@ class _Run:
         self._sender: Sender | None = None
         self._before: BeforeImages | None = None
         self._reader: LineReader | None = None
+        self._pool: OrderedPool[EditRecord] | None = None
 
     @property
     def lines_read(self) -> int:
@@ -213,6 +214,8 @@ class _Run:
             {**counts, "retrying": self.state.retrying},
             skipped=self.summary.skipped,
             rate=self.limiter.rate() if self.limiter else None,
+            in_flight=self._pool.running if self._pool is not None else None,
+            limits=self.limiter.stats() if self.limiter else None,
         )
 
     async def execute(self, source: IO[bytes]) -> None:
@@ -251,6 +254,7 @@ class _Run:
             pool: OrderedPool[EditRecord] = await stack.enter_async_context(
                 OrderedPool(self._handle, lambda r: r.message, config.concurrency)
             )
+            self._pool = pool
             self.state.on_stop(pool.stop)
             await self._feed(reader, pool)
             await self._finish(pool)

@@ -67,6 +67,21 @@ async def test_one_message_runs_in_submission_order_never_twice_at_once() -> Non
     assert [i for i in handler.finished if i.startswith("a")] == ["a.1", "a.2", "a.3"]
 
 
+async def test_running_counts_items_being_handled_not_those_queued() -> None:
+    """``running`` (the progress's in-flight count) counts handlers at work: never more than
+    the concurrency, and not the items queued behind them."""
+    handler = Gated()
+    async with OrderedPool(handler, _key, concurrency=2) as pool:
+        for item in ("a.1", "b.1", "c.1", "a.2"):
+            assert await pool.submit(item)
+        await handler.until(lambda: len(handler.started) == 2, "two items running")
+        assert pool.running == 2
+        for item in ("a.1", "b.1", "c.1", "a.2"):
+            handler.gate(item).set_result(None)
+        await asyncio.wait_for(pool.drain(), HANG_GUARD)
+        assert pool.running == 0
+
+
 async def test_submit_waits_for_room_and_returns_false_once_stopped() -> None:
     """A full buffer holds the submitter back; a stop releases it without queuing the item."""
     handler = Gated()
