@@ -49,15 +49,17 @@ def test_invalid_lines_are_listed_up_to_a_limit() -> None:
     assert lines[-1] == "invalid: ... more invalid lines; see the results log"
 
 
-def test_quiet_prints_nothing() -> None:
+@pytest.mark.parametrize("terminal", [True, False])
+def test_quiet_prints_nothing(terminal: bool) -> None:
     """--quiet: no list, no progress, on a terminal or not."""
-    for out in (Terminal(), io.StringIO()):
-        clock = iter(range(100))
-        observer = ConsoleObserver(Console(out), 10, quiet=True, every=1, clock=lambda: next(clock))
-        observer.outcome(_invalid(1))
-        for _ in range(5):
-            observer.tick(Progress(0, {"ok": 0}, rate=200.0))
-        assert out.getvalue() == ""
+    out = Terminal() if terminal else io.StringIO()
+    now = [0.0]
+    observer = ConsoleObserver(Console(out), 10, quiet=True, every=1, clock=lambda: now[0])
+    observer.outcome(_invalid(1))
+    for tick in range(5):
+        now[0] = float(tick)
+        observer.tick(Progress(0, {"ok": 0}, rate=200.0))
+    assert out.getvalue() == ""
 
 
 def test_progress_line_shows_done_rate_eta_and_counts() -> None:
