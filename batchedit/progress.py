@@ -137,7 +137,6 @@ class ConsoleObserver:
         left = max(0, self._total - done) / speed if self._total and speed > 0 else None
         where = f"{done}/{self._total}" if self._total else f"{done} {progress.unit}"
         counts = " ".join(f"{name} {n}" for name, n in progress.counts.items())
-        short = " ".join(f"{name[0]} {n}" for name, n in progress.counts.items())
         parts = [
             where,
             f"{speed:.0f}/s",
@@ -146,7 +145,7 @@ class ConsoleObserver:
             f"limit {progress.rate:.0f}/s" if progress.rate is not None else "",
         ]
         if self._live:
-            self._console.status(_fit(parts, short, self._console.width()))
+            self._console.status(_fit(parts, progress.counts, self._console.width()))
             return
         if not self._every or now < self._due + self._every:
             return
@@ -158,7 +157,7 @@ class ConsoleObserver:
             "unit": progress.unit,
             "counts": dict(progress.counts),
             "speed": round(speed, 1),
-            "rate": progress.rate,
+            "rate": None if progress.rate is None else round(progress.rate, 1),
             "eta_s": None if left is None else round(left, 1),
             "elapsed_s": round(elapsed, 1),
         }
@@ -170,15 +169,19 @@ class ConsoleObserver:
         self._console.keep_status()
 
 
-def _fit(parts: list[str], short_counts: str, width: int) -> str:
-    """The live line in at most ``width - 1`` columns: counts abbreviated, then the limit and
-    the speed left out, then cut."""
-    where, speed, eta, counts, limit = parts
+def _fit(parts: list[str], counts: Mapping[str, int], width: int) -> str:
+    """The live line in at most ``width - 1`` columns: zero counts (but the first) left out,
+    the names abbreviated, then the limit and the speed left out, then cut."""
+    where, speed, eta, every, limit = parts
+    shown = [(name, n) for i, (name, n) in enumerate(counts.items()) if n or not i]
+    some = " ".join(f"{name} {n}" for name, n in shown)
+    short = " ".join(f"{name[0]} {n}" for name, n in shown)
     for choice in (
-        [where, speed, eta, counts, limit],
-        [where, speed, eta, short_counts, limit],
-        [where, speed, eta, short_counts],
-        [where, eta, short_counts],
+        [where, speed, eta, every, limit],
+        [where, speed, eta, some, limit],
+        [where, speed, eta, short, limit],
+        [where, speed, eta, short],
+        [where, eta, short],
     ):
         text = " | ".join(part for part in choice if part)
         if len(text) < width:

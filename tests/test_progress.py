@@ -116,6 +116,22 @@ def test_the_live_line_never_wraps(columns: int, monkeypatch: pytest.MonkeyPatch
         assert drawn[-1] == "864268/1000000 | ETA 11m19s | o 864000 f 123 i 45 r 100"
 
 
+def test_the_live_line_leaves_out_zero_counts_before_abbreviating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On 80 columns a run with nothing failed shows ``ok N`` in full, not ``o N f 0 i 0``."""
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    clock = iter([0.0, 5.0])
+    observer = ConsoleObserver(Console(out), 3000, clock=lambda: next(clock))
+    counts = {"ok": 1095, "failed": 0, "invalid": 0, "retrying": 0}
+    observer.tick(Progress(0, counts, rate=200.0))
+    observer.tick(Progress(1095, counts, rate=200.0))
+    assert out.getvalue().rpartition(CLEAR)[2] == (
+        "1095/3000 | 219/s | ETA 0m09s | ok 1095 | limit 200/s"
+    )
+
+
 def test_off_a_terminal_a_progress_line_comes_every_interval() -> None:
     """Under nohup (stderr a file) the observer writes a plain line every --progress-every
     seconds on its clock, not at every tick, and a stalled loop does not bring a burst."""
