@@ -41,7 +41,9 @@ class Console:
     ``{"time": ISO 8601 UTC, "event": ..., "message": ..., **fields}``.
 
     ``now`` gives the wall-clock time in seconds since the epoch (for JSON lines). Lines may come
-    from several threads; each is written whole.
+    from several threads; each is written whole. A stream that fails (a terminal gone after
+    SIGHUP, a closed pipe) is not written to any more: the run goes on, and its results log
+    remains its record.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Console:
         self._now = now
         self._lock = threading.Lock()
         self._drawn = False
+        self._failed = False
         try:
             self.terminal = stream.isatty()
         except (OSError, ValueError):
@@ -67,27 +70,33 @@ class Console:
             text = orjson.dumps({**record, **fields}, default=str).decode()
         else:
             text = message
+        prefix = _CLEAR if self.terminal and not self.json else ""
         with self._lock:
-            prefix = _CLEAR if self.terminal and not self.json else ""
             self._drawn = False
-            self._stream.write(f"{prefix}{text}\n")
-            self._stream.flush()
+            self._write(f"{prefix}{text}\n")
 
     def status(self, text: str) -> None:
         """Draw ``text`` as the live line, in place of the last one (text mode on a terminal;
         the caller keeps it within :meth:`width`)."""
         with self._lock:
-            self._stream.write(_CLEAR + text)
-            self._stream.flush()
             self._drawn = True
+            self._write(_CLEAR + text)
 
     def keep_status(self) -> None:
         """End the live line, if one is drawn, so that it stays on screen above what follows."""
         with self._lock:
             if self._drawn:
-                self._stream.write("\n")
-                self._stream.flush()
                 self._drawn = False
+                self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if self._failed:
+            return
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self._failed = True
 
     def width(self) -> int:
         """The terminal's width in columns (``COLUMNS`` if set, else the terminal's, else 80)."""
@@ -114,5 +123,4 @@ class _Handler(logging.Handler):
         self._console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-            self._console.line(getattr(record, "event", "notice"), record.getMessage())
+        self._console.line(getattr(record, "event", "notice"), record.getMessage())

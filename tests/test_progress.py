@@ -288,3 +288,24 @@ def test_count_lines_leaves_pipes_and_devices_alone() -> None:
         assert count_lines(pipe) is None
     with open(os.devnull, "rb") as device:
         assert count_lines(device) is None
+
+
+class Vanished(io.StringIO):
+    """A stderr whose reader went away (a closed pipe, a terminal gone after SIGHUP)."""
+
+    def write(self, text: str) -> int:
+        """Fail as a closed pipe does."""
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_vanished_stderr_does_not_stop_the_run() -> None:
+    """Progress, invalid lines and notes to a stderr that fails are dropped without an error:
+    the run goes on and its results log keeps the record."""
+    now = [0.0]
+    observer = ConsoleObserver(Console(Vanished()), 10, every=1, clock=lambda: now[0])
+    observer.notice("start: here")
+    observer.outcome(_invalid(1))
+    for tick in range(4):
+        now[0] = float(tick)
+        observer.tick(Progress(tick, {"ok": tick}))
+    observer.finish()
