@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import sys
 from pathlib import Path
@@ -154,18 +153,15 @@ def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
         lines.append(f"  results: {results}")
     if config.backup is not None:
         lines.append(f"  backup: {config.backup} (undo: batchedit undo {config.backup})")
-    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-        fields = {"summary": summary.as_json(), "results": results, "backup": config.backup}
-        out.say("summary", "\n".join(lines), **fields)
+    fields = {"summary": summary.as_json(), "results": results, "backup": config.backup}
+    out.say("summary", "\n".join(lines), **fields)
     if config.summary_json is not None:
         try:
             config.summary_json.write_bytes(
                 orjson.dumps(summary.as_json(), option=orjson.OPT_INDENT_2)
             )
         except OSError as exc:
-            problem = f"cannot write --summary-json {config.summary_json}: {exc.strerror}"
-            with contextlib.suppress(OSError):
-                out.say("error", problem)
+            out.say("warning", f"cannot write --summary-json {config.summary_json}: {exc.strerror}")
     sys.exit(exit_code_for(summary))
 
 

@@ -176,7 +176,6 @@ def error_as_json(ctx: click.Context, error: click.ClickException) -> bool:
     whether it did."""
     if ctx.meta.get(LOG_FORMAT) != "json":
         return False
-    with contextlib.suppress(OSError):
-        message = error.format_message()
-        Console(sys.stderr, json=True).line("error", message, exit_code=error.exit_code)
+    message = error.format_message()
+    Console(sys.stderr, json=True).line("error", message, exit_code=error.exit_code)
     return True
