@@ -72,6 +72,7 @@ _OUTPUT_OPTIONS = [
     click.option(
         "--metrics-host",
         default="127.0.0.1",
+        metavar="ADDRESS",
         show_default=True,
         help="Address --metrics-port binds; one that is not loopback needs --metrics-allow-remote.",
     ),
