@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 import orjson
 
-from batchedit.backup import undo_edits
+from batchedit.backup import read_backup
 from batchedit.cli_common import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -29,16 +29,19 @@ from batchedit.cli_common import (
 )
 from batchedit.cli_plan import plan_command
 from batchedit.cli_report import report_command
+from batchedit.edits import Edits, LineKind
 from batchedit.emulator.cli import emulator_command
 from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
 from batchedit.progress import ConsoleObserver, count_lines
 from batchedit.runner import RunConfig, run_batch
+from batchedit.verify import ReadBack
 
 EXIT_STATUS_HELP = """\b
 Exit status:
-  0    every line ok
-  1    some line failed or was invalid
+  0    every line ok (verify: every line match)
+  1    some line failed or was invalid; undo: or conflict (changed since
+       the run, not restored); verify: or mismatch or missing
   2    usage or configuration error (nothing sent)
   3    run aborted: fatal auth/permission/app/URL error, unreachable host,
        the circuit breaker, the shared budget (--budget) lost, or a log or
@@ -131,7 +134,14 @@ def _run_options(command: F) -> F:
     return with_options(_RUN_OPTIONS, command)
 
 
-def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | None) -> None:
+def _execute(
+    source: IO[bytes],
+    config: RunConfig,
+    *,
+    quiet: bool,
+    total: int | None,
+    kind: LineKind | None = None,
+) -> None:
     """Run, print the summary, write ``--summary-json``, exit with the run's status."""
     live = sys.stderr.isatty()
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
@@ -142,7 +152,9 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
         with source:
             summary = asyncio.run(
                 with_signals(
-                    lambda control: run_batch(source, config, observer=observer, control=control)
+                    lambda control: run_batch(
+                        source, config, observer=observer, control=control, kind=kind
+                    )
                 )
             )
     except ImError as exc:
@@ -152,7 +164,7 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
         click.echo(summary.render(), err=True)
         if config.results is not None and not config.dry_run:
             click.echo(f"  results: {config.results}", err=True)
-        if config.backup is not None:
+        if config.backup is not None and not config.dry_run:
             click.echo(
                 f"  backup: {config.backup} (undo: batchedit undo {config.backup})", err=True
             )
@@ -168,23 +180,26 @@ def _execute(source: IO[bytes], config: RunConfig, *, quiet: bool, total: int | 
     sys.exit(exit_code_for(summary))
 
 
-def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig:
+def _config(
+    conn: Connection, results: Path | None, *, reads_on_dry_run: bool = False, **options: Any
+) -> RunConfig:
     dry_run = bool(options.get("dry_run"))
     if results is None and not dry_run:
         raise ConfigError("--results is required (unless --dry-run)")
     if options.get("resume") and results is None:
         raise ConfigError("--resume needs --results")
+    offline = dry_run and not reads_on_dry_run
     return RunConfig(
         results=results,
-        endpoint="" if dry_run else conn.endpoint(),
-        sig=None if dry_run else conn.sig(),
+        endpoint="" if offline else conn.endpoint(),
+        sig=None if offline else conn.sig(),
         rate=conn.rate or None,
         concurrency=conn.concurrency,
         policy=conn.policy(),
         timeout=conn.timeout,
         window=conn.window,
         ca_file=conn.ca_file,
-        budget=None if dry_run else conn.budget,
+        budget=None if offline else conn.budget,
         **options,
     )
 
@@ -237,10 +252,7 @@ def run(
         source = sys.stdin.buffer if str(edits) == "-" else _open(edits)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    total = None
-    with contextlib.suppress(OSError, ValueError):
-        if source is not sys.stdin.buffer and stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-            total = count_lines(str(edits)) if sys.stderr.isatty() else None
+    total = None if source is sys.stdin.buffer else _total(edits, source)
     _execute(source, config, quiet=quiet, total=total)
 
 
@@ -248,6 +260,20 @@ def run(
 @click.argument("backup", type=click.Path(dir_okay=False, path_type=Path))
 @connection_options
 @_run_options
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Look each message up and report what would be restored and what conflicts; send no "
+    "edit, write no RESULTS.",
+)
+@click.option(
+    "--backup",
+    "backup_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append each message's state before the undo here first, as run --backup does, so "
+    "the undo can be undone: `batchedit undo BACKUP2`.",
+)
+@click.option("--force", is_flag=True, help="Restore messages that changed since the run, too.")
 def undo(
     backup: Path,
     conn: Connection,
@@ -258,14 +284,67 @@ def undo(
     resume: bool,
     quiet: bool,
     summary_json: Path | None,
+    dry_run: bool,
+    backup_to: Path | None,
+    force: bool,
 ) -> None:
     """Restore every message a backed-up run touched to its state before that run.
 
     BACKUP is the file a `batchedit run --backup BACKUP` wrote. A message edited several times
-    returns to its state before the first edit. A message that had no CloudCustomData gets an
-    empty one (the API cannot delete the field). Rate, retries, --resume and the results log work
-    as for `run`; the results' line numbers count messages in order of first appearance in
-    BACKUP. --results is required.
+    returns to its state before the first edit. Each message is read first: one that no longer
+    reads as the run left it (someone changed it since) is not restored, its line ends
+    `conflict` naming the field, and the undo goes on (exit 1); --force restores it anyway.
+    Rows an older batchedit wrote have no record of what the run left: those messages are
+    restored without that check. A message that had no CloudCustomData gets an empty one (the
+    API cannot delete the field). Rate, retries, --resume and the results log work as for
+    `run`; the results' line numbers count messages in order of first appearance in BACKUP.
+    --results is required unless --dry-run.
+    """
+    try:
+        config = _config(
+            conn,
+            results,
+            reads_on_dry_run=True,
+            breaker=breaker,
+            grace=grace,
+            settle=settle,
+            resume=resume,
+            dry_run=dry_run,
+            backup=backup_to,
+            summary_json=summary_json,
+            read_from=backup,
+        )
+        plan = read_backup(backup)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    kind = Edits(force=force, dry_run=dry_run, undo=plan)
+    _execute(plan.source, config, quiet=quiet, total=plan.messages, kind=kind)
+
+
+@main.command(epilog=EXIT_STATUS_HELP)
+@click.argument("edits", type=click.Path(dir_okay=False, path_type=Path))
+@connection_options
+@_run_options
+def verify(
+    edits: Path,
+    conn: Connection,
+    results: Path | None,
+    breaker: int,
+    grace: float,
+    settle: float | None,
+    resume: bool,
+    quiet: bool,
+    summary_json: Path | None,
+) -> None:
+    """Read back every message EDITS targets and check that it reads as EDITS says.
+
+    EDITS is an edit file as `run` takes it (a file, not stdin). Each line's message is read
+    with admin_getroammsg, and the line ends `match`, `mismatch` (naming the fields that
+    differ: MsgBody, CloudCustomData), `missing` (no such message), `failed` (could not be
+    read) or `invalid` (a bad line). Only the fields a line sets are compared; several lines
+    for one message are all judged against the last one. Rate, retries, --resume and the
+    results log work as for `run` (--resume checks again the lines that did not match).
+    --results is required.
     """
     try:
         config = _config(
@@ -276,12 +355,11 @@ def undo(
             settle=settle,
             resume=resume,
             summary_json=summary_json,
-            read_from=backup,
         )
-        source = undo_edits(backup)
+        source = _open(edits)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    _execute(source, config, quiet=quiet, total=None)
+    _execute(source, config, quiet=quiet, total=_total(edits, source), kind=ReadBack())
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -289,3 +367,11 @@ def _open(path: Path) -> IO[bytes]:
         return path.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _total(path: Path, source: IO[bytes]) -> int | None:
+    """The number of lines of a regular file, for the progress line (on a terminal only)."""
+    with contextlib.suppress(OSError, ValueError):
+        if stat.S_ISREG(os.fstat(source.fileno()).st_mode) and sys.stderr.isatty():
+            return count_lines(str(path))
+    return None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchedit.outcomes import Outcome, Status, Summary
+from batchedit.outcomes import Outcome, Summary
 from batchedit.report.logs import ResultsLogs
 from batchedit.report.timeline import PAUSE, Timeline
 
@@ -168,7 +168,7 @@ def build_report(paths: Sequence[Path], *, listed: int = LISTED) -> Report:
     worst: list[tuple[int, Outcome]] = []
     for outcome in logs.rows(last.final(rows).__getitem__):
         summary.add(outcome)
-        if outcome.status is not Status.OK and listed:
+        if not outcome.status.good and listed:
             heapq.heappush(worst, (-outcome.line, outcome))
             if len(worst) > listed:
                 heapq.heappop(worst)
