@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -13,7 +14,11 @@ from typing import Protocol, TextIO
 from batchedit.outcomes import Outcome, Status
 
 SHOWN_INVALID = 20
-"""How many invalid lines are printed; the rest are only in the results log."""
+"""How many invalid lines are printed (and as many of each of the other outcomes in
+:data:`SHOWN`); the rest are only in the results log."""
+
+SHOWN = (Status.INVALID, Status.CONFLICT, Status.MISMATCH, Status.MISSING)
+"""The outcomes whose lines are printed as they come."""
 
 TICK = 0.5
 """Seconds between two progress ticks."""
@@ -58,21 +63,26 @@ class ConsoleObserver:
         self._total = total
         self._live = live and not quiet
         self._quiet = quiet
-        self._invalid = 0
+        self._shown: Counter[Status] = Counter()
         self._started = time.monotonic()
         self._drawn = False
 
     def outcome(self, outcome: Outcome) -> None:
-        """Print an invalid line's reason (the first :data:`SHOWN_INVALID` of them)."""
-        if outcome.status is not Status.INVALID or self._quiet:
+        """Print why a line is invalid, a conflict, a mismatch or missing (the first
+        :data:`SHOWN_INVALID` of each)."""
+        status = outcome.status
+        if status not in SHOWN or self._quiet:
             return
-        self._invalid += 1
-        if self._invalid <= SHOWN_INVALID:
+        self._shown[status] += 1
+        name = status.value
+        if self._shown[status] <= SHOWN_INVALID:
             self._clear()
-            print(f"invalid: {outcome.info}", file=self._stream)
-        elif self._invalid == SHOWN_INVALID + 1:
+            # An invalid line's reason starts with its number; the others name their message.
+            where = "" if status is Status.INVALID else f"line {outcome.line} ({outcome.msg_key}): "
+            print(f"{name}: {where}{outcome.info}", file=self._stream)
+        elif self._shown[status] == SHOWN_INVALID + 1:
             self._clear()
-            print("invalid: ... more invalid lines; see the results log", file=self._stream)
+            print(f"{name}: ... more {name} lines; see the results log", file=self._stream)
 
     def notice(self, line: str) -> None:
         """Print a line before the run starts (the start line, a warning), even when quiet."""
