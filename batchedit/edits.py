@@ -116,7 +116,8 @@ class Edits:
                 "without an after-image (an older batchedit wrote them): those are restored "
                 "without the conflict check"
             )
-        checks = undo is not None and undo.unchecked < undo.messages and not self._force
+        # Forced too: the outcome then says which restores went over a change.
+        checks = undo is not None and undo.unchecked < undo.messages
         if wiring.backup is not None or checks:
             # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
             self._before = BeforeImages(
