@@ -276,7 +276,7 @@ def test_a_message_may_read_as_any_edit_of_the_run_left_it(tmp_path: Path) -> No
     )
 
     def reading(body: Any, ccd: str | None) -> RoamMessage:
-        return RoamMessage("a", "b", 1, 1, T0, base["MsgKey"], 0, body, ccd, 0)
+        return RoamMessage("a", "b", 1, 1, T0, "1_1_1790000000", 0, body, ccd, 0)
 
     with read_backup(backup) as plan:
         afters = plan.afters(1)
