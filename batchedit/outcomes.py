@@ -73,6 +73,14 @@ VERIFY_OUTCOMES: Final = Outcomes(
 """``verify``'s outcomes."""
 
 
+def outcomes_of(statuses: Counter[str]) -> Outcomes:
+    """The outcomes of the command whose lines ended so: ``verify``'s, ``undo``'s or ``run``'s."""
+    for outcomes in (VERIFY_OUTCOMES, UNDO_OUTCOMES):
+        if any(statuses[s.value] for s in outcomes.shown if s not in EDIT_OUTCOMES.shown):
+            return outcomes
+    return EDIT_OUTCOMES
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one input line.

@@ -17,6 +17,7 @@ from batchedit.cli import exit_code_for
 from batchedit.emulator import Message, Store
 from batchedit.im.errors import ConfigError
 from batchedit.records import EditRecord, parse_line
+from batchedit.report import build_report
 from batchedit.runner import run_batch
 from batchedit.verify import LastLines, ReadBack
 from tests.conftest import EmulatorFactory, EmulatorProcess, Running, cli_env
@@ -77,6 +78,9 @@ async def test_verify_names_exactly_the_messages_changed_behind_the_runs_back(
     assert summary.attempts == 40
     assert exit_code_for(summary) == 1
     assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == modifies
+    report = build_report([tmp_path / "verify.jsonl"]).render()
+    assert "outcomes: match 37, mismatch 3, missing 0, failed 0, invalid 0" in report
+    assert "mismatch, missing, failed and invalid lines (3):" in report
 
 
 async def test_verify_outcomes_for_missing_unreadable_invalid_and_repeated_lines(

@@ -244,7 +244,7 @@ def _failed_table(report: Report) -> str:
         f"<p>... and {report.unlisted} more (see the results log).</p>" if report.unlisted else ""
     )
     return (
-        f"<h2>Failed and invalid lines ({total})</h2>"
+        f"<h2>{report.listing.capitalize()} ({total})</h2>"
         f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
     )
 
