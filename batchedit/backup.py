@@ -87,13 +87,13 @@ def image_digests(body: Any, cloud_custom_data: str | None) -> tuple[int, int]:
     return _digest(body), _digest(cloud_custom_data or None)
 
 
-def _image_problem(image: Any, what: str) -> str | None:
+def _after_problem(image: Any) -> str | None:
     if not isinstance(image, dict):
-        return f"{what}: must be an object"
+        return "After: must be an object (what the edit left)"
     if not isinstance(image.get("MsgBody"), list):
-        return f"{what}MsgBody: must be an array"
+        return "After.MsgBody: must be an array"
     if "CloudCustomData" not in image or not isinstance(image["CloudCustomData"], str | None):
-        return f"{what}CloudCustomData: must be a string or null"
+        return "After.CloudCustomData: must be a string or null"
     return None
 
 
@@ -108,7 +108,7 @@ def _backup_problem(row: Any) -> str | None:
     if "CloudCustomData" not in row or not isinstance(row["CloudCustomData"], str | None):
         return "CloudCustomData: must be a string or null"
     if "After" in row:
-        return _image_problem(row["After"], "After.")
+        return _after_problem(row["After"])
     return None
 
 

@@ -311,13 +311,14 @@ def undo(
             resume=resume,
             dry_run=dry_run,
             backup=backup_to,
+            force=force,
             summary_json=summary_json,
             read_from=backup,
         )
         plan = read_backup(backup)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    kind = Edits(force=force, dry_run=dry_run, undo=plan)
+    kind = Edits(undo=plan)
     _execute(plan.source, config, quiet=quiet, total=plan.messages, kind=kind)
 
 

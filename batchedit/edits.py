@@ -43,6 +43,10 @@ class Wiring:
     summary: Summary
     backup: JsonlAppender | None
     """The run's BACKUP, open and locked (``None``: no backup)."""
+    force: bool
+    """The run's ``force`` (:attr:`~batchedit.runner.RunConfig.force`)."""
+    dry_run: bool
+    """A dry run: no edit may be sent."""
     notice: Callable[[str], None]
     """Tells the user something before the work starts (stderr)."""
 
@@ -81,16 +85,14 @@ class Edits:
     With a backup, each message is looked up first and its before-image put on disk; with
     ``undo`` (an :class:`~batchedit.backup.UndoPlan`), each message is looked up first and its
     edit held back as a conflict when the message no longer reads as the run left it, unless
-    ``force``. ``force`` without ``undo`` sends edits that change nothing, too. A ``dry_run``
-    sends no edit: an undo's still looks each message up, and says what it would do.
+    the run's ``force``. ``force`` without ``undo`` sends edits that change nothing, too. A
+    dry run sends no edit: an undo's still looks each message up, and says what it would do.
     """
 
-    def __init__(
-        self, *, force: bool = False, dry_run: bool = False, undo: UndoPlan | None = None
-    ) -> None:
-        self._force = force
-        self._dry_run = dry_run
+    def __init__(self, undo: UndoPlan | None = None) -> None:
         self._undo = undo
+        self._force = False
+        self._dry_run = False
         self._sender: Sender | None = None
         self._before: BeforeImages | None = None
         self._summary: Summary | None = None
@@ -108,6 +110,7 @@ class Edits:
     async def open(self, source: IO[bytes], wiring: Wiring) -> tuple[Action, Limiter | None]:
         """The edit action; the limiter of the edits."""
         self._summary = wiring.summary
+        self._force, self._dry_run = wiring.force, wiring.dry_run
         self._sender = wiring.senders.sender(MODIFY, wiring.summary.sent_at)
         undo = self._undo
         if undo is not None and undo.unchecked and not self._force:

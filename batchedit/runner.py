@@ -50,7 +50,8 @@ class RunConfig(ApiConfig):
     backup: Path | None = None
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False
-    """With ``backup``: send edits that would change nothing, too."""
+    """With ``backup``: send edits that would change nothing, too. For an undo: restore
+    messages that changed since the run, too."""
     summary_json: Path | None = None
     """Where the caller writes the summary as JSON; checked with the run's files before the run."""
     read_from: Path | None = None
@@ -92,8 +93,7 @@ async def run_batch(
     """Apply every edit of ``source`` (JSONL bytes) and return the summary.
 
     ``kind`` says what is done with each valid line: by default it is sent as an edit
-    (:class:`~batchedit.edits.Edits`, with ``config.force``); ``undo`` and ``verify`` pass their
-    own.
+    (:class:`~batchedit.edits.Edits`); ``undo`` and ``verify`` pass their own.
 
     Each line gets exactly one outcome in ``config.results`` (not written on a dry run, which
     only validates and sends nothing); a run that stops early (fatal answer, circuit breaker,
@@ -105,7 +105,7 @@ async def run_batch(
     (trust a private CA with ``ca_file``), raises :class:`ConfigError` before anything is sent or
     written.
     """
-    kind = kind or Edits(force=config.force, dry_run=config.dry_run)
+    kind = kind or Edits()
     if config.dry_run:
         config = dataclasses.replace(config, backup=None)
         if not kind.reads_on_dry_run:
@@ -236,7 +236,15 @@ class _Run:
             await stack.enter_async_context(ticking(self.observer, self._progress))
             if senders is not None:
                 notice = self.observer.notice if self.observer is not None else _ignore
-                wiring = Wiring(senders, self.state, self.summary, backup, notice)
+                wiring = Wiring(
+                    senders,
+                    self.state,
+                    self.summary,
+                    backup,
+                    config.force,
+                    config.dry_run,
+                    notice,
+                )
                 self._action, self.limiter = await self.kind.open(source, wiring)
             done = self.index.is_done if self.index is not None else None
             reader = self._reader = await stack.enter_async_context(LineReader(source, done))

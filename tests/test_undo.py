@@ -72,16 +72,12 @@ def _change_behind_its_back(running: Running, edits: list[dict[str, Any]]) -> No
 
 
 async def _undo(running: Running, undoing: Path, results: Path | None, **options: Any) -> Summary:
-    """``batchedit undo UNDOING --results RESULTS`` with the options given (RunConfig's, and
-    ``force``)."""
-    force = options.pop("force", False)
-    dry_run = options.get("dry_run", False)
+    """``batchedit undo UNDOING --results RESULTS`` with the options given (RunConfig's)."""
     with read_backup(undoing) as plan:
         config = run_config(
             running.url, undoing.parent, results=results, read_from=undoing, **options
         )
-        kind = Edits(force=force, dry_run=dry_run, undo=plan)
-        return await run_batch(plan.source, config, kind=kind)
+        return await run_batch(plan.source, config, kind=Edits(undo=plan))
 
 
 async def test_undo_restores_the_rest_and_leaves_changed_messages_as_conflicts(
