@@ -56,6 +56,13 @@ class LastLines:
         if not seekable:
             raise ConfigError("verify reads EDITS twice: give it a file, not a pipe")
         index = cls()
+        try:
+            index._read(stream, stopping)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the input: {exc.strerror or exc}") from None
+        return index
+
+    def _read(self, stream: IO[bytes], stopping: Callable[[], bool]) -> None:
         start = stream.tell()
         try:
             bits = min(max(stream.seek(0, io.SEEK_END) // 2, _MIN_BITS), _MAX_BITS)
@@ -66,12 +73,11 @@ class LastLines:
                     break
                 byte, bit = divmod(hash(message) % bits, 8)
                 if seen[byte] >> bit & 1:
-                    index._later[message] = (number, raw)
+                    self._later[message] = (number, raw)
                 else:
                     seen[byte] |= 1 << bit
         finally:
             stream.seek(start)
-        return index
 
     def last(self, item: EditRecord) -> EditRecord:
         """The last valid line of ``item``'s message (``item`` itself if it is that line)."""
