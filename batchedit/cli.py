@@ -119,8 +119,8 @@ _RUN_OPTIONS = [
         "--quiet",
         "-q",
         is_flag=True,
-        help="No progress line and no list of invalid lines; the start line and the summary "
-        "are still printed (stderr).",
+        help="No progress line and no list of invalid (conflict, mismatch, missing) lines; the "
+        "start line and the summary are still printed (stderr).",
     ),
     click.option(
         "--summary-json",
