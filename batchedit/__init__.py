@@ -1,6 +1,7 @@
 """batchedit: safely rewrite historical one-to-one Tencent Cloud IM messages at scale."""
 
-from batchedit.backup import undo_edits
+from batchedit.backup import UndoPlan, read_backup
+from batchedit.edits import Edits, LineKind
 from batchedit.im.auth import Secret, SigSource
 from batchedit.im.client import ImClient, Reply, RoamMessage, redact, resolve_endpoint
 from batchedit.im.errors import ApiError, ConfigError, ErrorClass, classify
@@ -14,6 +15,7 @@ from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
 from batchedit.runner import RunConfig, run_batch
 from batchedit.sender import RunControl
+from batchedit.verify import ReadBack
 from batchedit.wiring import ApiConfig
 
 __all__ = [
@@ -21,12 +23,15 @@ __all__ = [
     "ApiError",
     "BatchEditError",
     "ConfigError",
+    "Edits",
     "ErrorClass",
     "ImClient",
+    "LineKind",
     "Observer",
     "Outcome",
     "PlanStats",
     "Progress",
+    "ReadBack",
     "Reply",
     "RetryPolicy",
     "RoamMessage",
@@ -38,14 +43,15 @@ __all__ = [
     "SigVerdict",
     "Status",
     "Summary",
+    "UndoPlan",
     "classify",
     "client_context",
     "find_message",
     "iter_history",
     "plan_edits",
+    "read_backup",
     "redact",
     "resolve_endpoint",
     "run_batch",
     "run_plan",
-    "undo_edits",
 ]

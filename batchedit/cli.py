@@ -11,7 +11,7 @@ from typing import IO, Any
 import click
 import orjson
 
-from batchedit.backup import undo_edits
+from batchedit.backup import read_backup
 from batchedit.cli_common import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -27,16 +27,19 @@ from batchedit.cli_common import (
 from batchedit.cli_output import Output, error_as_json, output_options
 from batchedit.cli_plan import plan_command
 from batchedit.cli_report import report_command
+from batchedit.edits import Edits, LineKind
 from batchedit.emulator.cli import emulator_command
 from batchedit.im.errors import ConfigError, ImError
 from batchedit.outcomes import Summary
 from batchedit.progress import count_lines
 from batchedit.runner import RunConfig, run_batch
+from batchedit.verify import ReadBack
 
 EXIT_STATUS_HELP = """\b
 Exit status:
-  0    every line ok
-  1    some line failed or was invalid
+  0    every line ok (verify: every line match)
+  1    some line failed or was invalid; undo: or conflict (changed since
+       the run, not restored); verify: or mismatch or missing
   2    usage or configuration error (nothing sent)
   3    run aborted: fatal auth/permission/app/URL error, unreachable host,
        the circuit breaker, the shared budget (--budget) lost, or a log or
@@ -132,7 +135,9 @@ def _run_options(command: F) -> F:
     return with_options(_RUN_OPTIONS, command)
 
 
-def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
+def _execute(
+    source: IO[bytes], config: RunConfig, out: Output, *, kind: LineKind | None = None
+) -> None:
     """Run, show the summary, write ``--summary-json``, exit with the run's status."""
     total = count_lines(source) if out.wants_total else None
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
@@ -142,7 +147,9 @@ def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
         with source, out.watch(total) as observer:
             summary = asyncio.run(
                 with_signals(
-                    lambda control: run_batch(source, config, observer=observer, control=control)
+                    lambda control: run_batch(
+                        source, config, observer=observer, control=control, kind=kind
+                    )
                 )
             )
     except ImError as exc:
@@ -151,7 +158,7 @@ def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
     results = config.results if not config.dry_run else None
     if results is not None:
         lines.append(f"  results: {results}")
-    if config.backup is not None:
+    if config.backup is not None and not config.dry_run:
         lines.append(f"  backup: {config.backup} (undo: batchedit undo {config.backup})")
     fields = {"summary": summary.as_json(), "results": results, "backup": config.backup}
     out.say("summary", "\n".join(lines), **fields)
@@ -165,23 +172,26 @@ def _execute(source: IO[bytes], config: RunConfig, out: Output) -> None:
     sys.exit(exit_code_for(summary))
 
 
-def _config(conn: Connection, results: Path | None, **options: Any) -> RunConfig:
+def _config(
+    conn: Connection, results: Path | None, *, reads_on_dry_run: bool = False, **options: Any
+) -> RunConfig:
     dry_run = bool(options.get("dry_run"))
     if results is None and not dry_run:
         raise ConfigError("--results is required (unless --dry-run)")
     if options.get("resume") and results is None:
         raise ConfigError("--resume needs --results")
+    offline = dry_run and not reads_on_dry_run
     return RunConfig(
         results=results,
-        endpoint="" if dry_run else conn.endpoint(),
-        sig=None if dry_run else conn.sig(),
+        endpoint="" if offline else conn.endpoint(),
+        sig=None if offline else conn.sig(),
         rate=conn.rate or None,
         concurrency=conn.concurrency,
         policy=conn.policy(),
         timeout=conn.timeout,
         window=conn.window,
         ca_file=conn.ca_file,
-        budget=None if dry_run else conn.budget,
+        budget=None if offline else conn.budget,
         **options,
     )
 
@@ -243,6 +253,20 @@ def run(
 @connection_options
 @_run_options
 @output_options
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Look each message up and report what would be restored and what conflicts; send no "
+    "edit, write no RESULTS.",
+)
+@click.option(
+    "--backup",
+    "backup_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append each message's state before the undo here first, as run --backup does, so "
+    "the undo can be undone: `batchedit undo BACKUP2`.",
+)
+@click.option("--force", is_flag=True, help="Restore messages that changed since the run, too.")
 def undo(
     backup: Path,
     conn: Connection,
@@ -253,14 +277,69 @@ def undo(
     resume: bool,
     summary_json: Path | None,
     out: Output,
+    dry_run: bool,
+    backup_to: Path | None,
+    force: bool,
 ) -> None:
     """Restore every message a backed-up run touched to its state before that run.
 
     BACKUP is the file a `batchedit run --backup BACKUP` wrote. A message edited several times
-    returns to its state before the first edit. A message that had no CloudCustomData gets an
-    empty one (the API cannot delete the field). Rate, retries, --resume and the results log work
-    as for `run`; the results' line numbers count messages in order of first appearance in
-    BACKUP. --results is required.
+    returns to its state before the first edit. Each message is read first: one that no longer
+    reads as the run left it (someone changed it since) is not restored, its line ends
+    `conflict` naming the field, and the undo goes on (exit 1); --force restores it anyway.
+    Rows an older batchedit wrote have no record of what the run left: those messages are
+    restored without that check. A message that had no CloudCustomData gets an empty one (the
+    API cannot delete the field). Rate, retries, --resume and the results log work as for
+    `run`; the results' line numbers count messages in order of first appearance in BACKUP.
+    --results is required unless --dry-run.
+    """
+    try:
+        config = _config(
+            conn,
+            results,
+            reads_on_dry_run=True,
+            breaker=breaker,
+            grace=grace,
+            settle=settle,
+            resume=resume,
+            dry_run=dry_run,
+            backup=backup_to,
+            force=force,
+            summary_json=summary_json,
+            read_from=backup,
+        )
+        plan = read_backup(backup)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    kind = Edits(undo=plan)
+    _execute(plan.source, config, out, kind=kind)
+
+
+@main.command(epilog=EXIT_STATUS_HELP)
+@click.argument("edits", type=click.Path(dir_okay=False, path_type=Path))
+@connection_options
+@_run_options
+@output_options
+def verify(
+    edits: Path,
+    conn: Connection,
+    results: Path | None,
+    breaker: int,
+    grace: float,
+    settle: float | None,
+    resume: bool,
+    summary_json: Path | None,
+    out: Output,
+) -> None:
+    """Read back every message EDITS targets and check that it reads as EDITS says.
+
+    EDITS is an edit file as `run` takes it (a file, not stdin). Each line's message is read
+    with admin_getroammsg, and the line ends `match`, `mismatch` (naming the fields that
+    differ: MsgBody, CloudCustomData), `missing` (no such message), `failed` (could not be
+    read) or `invalid` (a bad line). Only the fields a line sets are compared; several lines
+    for one message are all judged against the last one. Rate, retries, --resume and the
+    results log work as for `run` (--resume checks again the lines that did not match).
+    --results is required.
     """
     try:
         config = _config(
@@ -271,12 +350,11 @@ def undo(
             settle=settle,
             resume=resume,
             summary_json=summary_json,
-            read_from=backup,
         )
-        source = undo_edits(backup)
+        source = _open(edits)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    _execute(source, config, out)
+    _execute(source, config, out, kind=ReadBack())
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -284,3 +362,4 @@ def _open(path: Path) -> IO[bytes]:
         return path.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+

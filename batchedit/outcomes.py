@@ -7,7 +7,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from batchedit.ratelimit import RateStats
 
@@ -18,6 +18,67 @@ class Status(enum.Enum):
     OK = "ok"
     FAILED = "failed"
     INVALID = "invalid"
+    CONFLICT = "conflict"
+    """``undo``: the message changed since the run wrote it; nothing was sent."""
+    MATCH = "match"
+    """``verify``: the message reads as the line says."""
+    MISMATCH = "mismatch"
+    """``verify``: some field the line sets reads otherwise."""
+    MISSING = "missing"
+    """``verify``: no such message."""
+
+    @property
+    def good(self) -> bool:
+        """Whether a line that ended so needs nothing more (``ok``, ``match``)."""
+        return self is Status.OK or self is Status.MATCH
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """The outcomes one command gives its lines, in the order it shows them (the good one
+    first), and, for a dry run, each one shown with its name."""
+
+    shown: tuple[Status, ...]
+    dry: tuple[tuple[Status, str], ...] = ()
+
+    @property
+    def good(self) -> Status:
+        """The outcome of a line that needs nothing more."""
+        return self.shown[0]
+
+    def resume_codes(self) -> dict[str, int]:
+        """What ``--resume`` makes of each outcome: 1 done, 2 done but never applied
+        (``invalid``), 0 to do again."""
+        return {s.value: 1 if s.good else 2 if s is Status.INVALID else 0 for s in self.shown}
+
+
+EDIT_OUTCOMES: Final = Outcomes(
+    (Status.OK, Status.FAILED, Status.INVALID),
+    ((Status.OK, "valid"), (Status.INVALID, "invalid")),
+)
+"""``run``'s outcomes."""
+UNDO_OUTCOMES: Final = Outcomes(
+    (Status.OK, Status.CONFLICT, Status.FAILED, Status.INVALID),
+    (
+        (Status.OK, "would restore"),
+        (Status.CONFLICT, "conflict"),
+        (Status.FAILED, "failed"),
+        (Status.INVALID, "invalid"),
+    ),
+)
+"""``undo``'s outcomes."""
+VERIFY_OUTCOMES: Final = Outcomes(
+    (Status.MATCH, Status.MISMATCH, Status.MISSING, Status.FAILED, Status.INVALID)
+)
+"""``verify``'s outcomes."""
+
+
+def outcomes_of(statuses: Counter[str]) -> Outcomes:
+    """The outcomes of the command whose lines ended so: ``verify``'s, ``undo``'s or ``run``'s."""
+    for outcomes in (VERIFY_OUTCOMES, UNDO_OUTCOMES):
+        if any(statuses[s.value] for s in outcomes.shown if s not in EDIT_OUTCOMES.shown):
+            return outcomes
+    return EDIT_OUTCOMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +88,8 @@ class Outcome:
     ``code`` is the last ``ErrorCode`` (``None`` when there was no server answer or nothing was
     sent); ``latency`` is the last attempt's round trip in seconds; ``throttled`` counts the
     attempts refused for the rate (60007 and friends); ``at`` is when the outcome was reached,
-    in UNIX seconds (``None`` for a row read back from a log written before it was recorded).
+    in UNIX seconds (``None`` for a row read back from a log written before it was recorded);
+    ``fields`` names the fields a ``mismatch`` or ``conflict`` is about.
     """
 
     line: int
@@ -43,6 +105,7 @@ class Outcome:
     note: str | None = None
     throttled: int = 0
     at: float | None = field(default_factory=time.time)
+    fields: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The results-log line (field names are a contract; see the README)."""
@@ -64,6 +127,8 @@ class Outcome:
             row["throttled"] = self.throttled
         if self.note is not None:
             row["note"] = self.note
+        if self.fields:
+            row["fields"] = list(self.fields)
         return row
 
 
@@ -104,7 +169,7 @@ class Summary:
     codes: Counter[str] = field(default_factory=Counter)
     attempts: int = 0
     reads: int = 0
-    """``admin_getroammsg`` requests made for before-images."""
+    """``admin_getroammsg`` requests made for before-images and undo's checks."""
     sent_records: int = 0
     skipped: int = 0
     """Lines ``--resume`` skipped because an earlier run finished them (ok or invalid)."""
@@ -126,6 +191,8 @@ class Summary:
     """Set when the input could not be read to its end (a pipe): the last line read, after
     which every line was left unsent too."""
     dry_run: bool = False
+    outcomes: Outcomes = EDIT_OUTCOMES
+    """The command's outcomes, as it shows them."""
 
     def add(self, outcome: Outcome) -> None:
         """Fold one outcome in."""
@@ -163,19 +230,26 @@ class Summary:
 
     @property
     def all_ok(self) -> bool:
-        """Every line's final outcome is ``ok``: those of this run, and those it skipped."""
-        bad = self.statuses["failed"] + self.statuses["invalid"] + self.skipped_invalid
-        return self.stopped is None and bad == 0
+        """Every line's final outcome is good (``ok``, ``match``): those of this run, and those
+        it skipped."""
+        good = sum(self.statuses[s.value] for s in Status if s.good)
+        return self.stopped is None and self.total == good and not self.skipped_invalid
+
+    @property
+    def shown(self) -> tuple[Status, ...]:
+        """The outcomes to show: the command's, then any other that some line has."""
+        shown = self.outcomes.shown
+        return shown + tuple(s for s in Status if s not in shown and self.statuses[s.value])
 
     def as_json(self) -> dict[str, Any]:
         """``--summary-json``."""
         rate = self.rate
         return {
-            "outcomes": {s.value: self.statuses[s.value] for s in Status},
+            "outcomes": {s.value: self.statuses[s.value] for s in self.shown},
             "error_codes": dict(sorted(self.codes.items())),
             "skipped_by_resume": self.skipped,
             "skipped_by_earlier_outcome": {
-                "ok": self.skipped - self.skipped_invalid,
+                self.outcomes.good.value: self.skipped - self.skipped_invalid,
                 "invalid": self.skipped_invalid,
             },
             "attempts": self.attempts,
@@ -205,21 +279,17 @@ class Summary:
     def render(self) -> str:
         """The human summary printed at the end of a run."""
         data = self.as_json()
-        outcomes = data["outcomes"]
-        if self.dry_run:
-            # A dry run only validates: its lines are valid, not ok.
-            counts = f"valid {outcomes['ok']}, invalid {outcomes['invalid']}"
-        else:
-            counts = (
-                f"ok {outcomes['ok']}, failed {outcomes['failed']}, invalid {outcomes['invalid']}"
-            )
+        # A dry run only checks: its lines are named for what they would be (valid, not ok).
+        names = self.outcomes.dry if self.dry_run else tuple((s, s.value) for s in self.shown)
+        counts = ", ".join(f"{name} {self.statuses[s.value]}" for s, name in names)
         if self.skipped:
             counts += (
-                f"; skipped (done before): ok {self.skipped - self.skipped_invalid}, "
-                f"invalid {self.skipped_invalid}"
+                f"; skipped (done before): {self.outcomes.good.value} "
+                f"{self.skipped - self.skipped_invalid}, invalid {self.skipped_invalid}"
             )
+        nothing = "nothing sent" if not self.reads else "no edit sent"
         lines = [
-            "batchedit summary" + (" (dry run: nothing sent)" if self.dry_run else ""),
+            "batchedit summary" + (f" (dry run: {nothing})" if self.dry_run else ""),
             f"  outcomes: {counts}",
         ]
         if self.codes:
@@ -241,14 +311,14 @@ class Summary:
                 lines.append(
                     f"  latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
                 )
-            if self.reads:
-                lines.append(f"  before-images: {self.reads} admin_getroammsg requests")
             if self.rate is not None and self.rate.throttled:
                 lines.append(
                     f"  rate adapted: {self.rate.throttled} throttled replies, "
                     f"{self.rate.cuts} cuts, lowest {self.rate.lowest:.1f} of "
                     f"{self.rate.target:g} req/s"
                 )
+        if self.reads:
+            lines.append(f"  history reads: {self.reads} admin_getroammsg requests")
         if self.unrecorded:
             lines.append(
                 f"  NOT IN THE RESULTS LOG: {self.unrecorded} of the outcomes above (--resume "

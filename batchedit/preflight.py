@@ -101,11 +101,13 @@ def check_run_files(
     BACKUP); ``results`` and ``backup`` are ``None`` when the run writes none (a dry run).
     """
     source_id = source if isinstance(source, Path) else stream_identity(source)
+    # An undo's input is a BACKUP too: then the one it writes is named by its option.
+    backup_role = "--backup" if input_role == "BACKUP" else "BACKUP"
     check_distinct(
         [
             (input_role, source_id),
             ("RESULTS", results),
-            ("BACKUP", backup),
+            (backup_role, backup),
             ("--summary-json", summary_json),
         ]
     )

@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -19,7 +20,11 @@ from batchedit.outcomes import Outcome, Status
 from batchedit.ratelimit import RateStats
 
 SHOWN_INVALID = 20
-"""How many invalid lines are printed; the rest are only in the results log."""
+"""How many invalid lines are printed (and as many of each of the other outcomes in
+:data:`SHOWN`); the rest are only in the results log."""
+
+SHOWN = (Status.INVALID, Status.CONFLICT, Status.MISMATCH, Status.MISSING)
+"""The outcomes whose lines are printed as they come."""
 
 TICK = 0.5
 """Seconds between two progress ticks."""
@@ -104,19 +109,24 @@ class ConsoleObserver:
         self._live = console.terminal and not console.json
         self._every = every
         self._clock = clock
-        self._invalid = 0
+        self._shown: Counter[Status] = Counter()
         self._started: float | None = None
         self._due = 0.0
 
     def outcome(self, outcome: Outcome) -> None:
-        """Show an invalid line's reason (the first :data:`SHOWN_INVALID` of them)."""
-        if outcome.status is not Status.INVALID or self._quiet:
+        """Show why a line is invalid, a conflict, a mismatch or missing (the first
+        :data:`SHOWN_INVALID` of each)."""
+        status = outcome.status
+        if status not in SHOWN or self._quiet:
             return
-        self._invalid += 1
-        if self._invalid <= SHOWN_INVALID:
-            self._console.line("invalid", f"invalid: {outcome.info}", line=outcome.line)
-        elif self._invalid == SHOWN_INVALID + 1:
-            self._console.line("invalid", "invalid: ... more invalid lines; see the results log")
+        self._shown[status] += 1
+        name = status.value
+        if self._shown[status] <= SHOWN_INVALID:
+            # An invalid line's reason starts with its number; the others name their message.
+            where = "" if status is Status.INVALID else f"line {outcome.line} ({outcome.msg_key}): "
+            self._console.line(name, f"{name}: {where}{outcome.info}", line=outcome.line)
+        elif self._shown[status] == SHOWN_INVALID + 1:
+            self._console.line(name, f"{name}: ... more {name} lines; see the results log")
 
     def notice(self, line: str) -> None:
         """Show a line before the work starts, even when quiet; its event is the word before

@@ -7,6 +7,7 @@ into a :class:`ResumeIndex` and skips the lines that are already done with the s
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,14 +15,15 @@ import orjson
 
 from batchedit.jsonlog import LogDamaged, read_log
 
-_DONE: Final = {"ok": 1, "invalid": 2, "failed": 0}
+_DONE: Final = {"ok": 1, "failed": 0, "invalid": 2}
+"""``run``'s outcomes: 1 done, 2 done but never applied, 0 to do again."""
 _DENSE_SLACK: Final = 1 << 20
 """Line numbers up to twice the rows read plus this are kept in flat arrays; rarer, larger ones
 in a dict, so no row, however odd its line number, costs more than a few bytes."""
 _MAX_LINE: Final = 2**63 - 1
 
 
-def _entry(raw: bytes) -> tuple[int, int, int] | str:
+def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
     """(line, digest, done) of a results row, or what is wrong with it."""
     try:
         row: Any = orjson.loads(raw)
@@ -32,15 +34,16 @@ def _entry(raw: bytes) -> tuple[int, int, int] | str:
     line, digest, outcome = row.get("line"), row.get("hash"), row.get("outcome")
     if type(line) is not int or not 0 < line <= _MAX_LINE:
         return "line: must be a positive whole number"
-    if not isinstance(outcome, str) or outcome not in _DONE:
-        return "outcome: must be ok, failed or invalid"
+    if not isinstance(outcome, str) or outcome not in codes:
+        *names, last = codes
+        return f"outcome: must be {', '.join(names)} or {last}"
     try:
         value = int(digest, 16) if isinstance(digest, str) and len(digest) == 16 else -1
     except ValueError:
         value = -1
     if value < 0:
         return "hash: must be 16 hex digits"
-    return line, value, _DONE[outcome]
+    return line, value, codes[outcome]
 
 
 class ResumeIndex:
@@ -58,13 +61,15 @@ class ResumeIndex:
         self._rows = 0
 
     @classmethod
-    def load(cls, path: Path) -> ResumeIndex:
-        """Read ``path``; a missing file is an empty index."""
+    def load(cls, path: Path, codes: Mapping[str, int] = _DONE) -> ResumeIndex:
+        """Read ``path``; a missing file is an empty index. ``codes`` are the outcomes the log
+        may hold, each 1 (done), 2 (done, never applied) or 0 (to do again): ``run``'s unless
+        given."""
         index = cls()
         if not path.exists():
             return index
         for number, raw in read_log(path, "results log"):
-            entry = _entry(raw)
+            entry = _entry(raw, codes)
             if isinstance(entry, str):
                 raise LogDamaged(path, number, f"not a results row ({entry})")
             index._set(*entry)
@@ -98,7 +103,7 @@ class ResumeIndex:
 
     def was_invalid(self, line: int) -> bool:
         """Whether ``line``'s earlier final outcome was ``invalid`` (never applied)."""
-        return 0 < line < len(self._done) and self._done[line] == _DONE["invalid"]
+        return 0 < line < len(self._done) and self._done[line] == 2
 
     def __len__(self) -> int:
         return sum(1 for d in self._done if d) + sum(1 for _, d in self._far.values() if d)

@@ -15,8 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from batchedit.backup import BeforeImages
-from batchedit.im.client import MODIFY, ROAM, redact
+from batchedit.edits import Action, Edits, LineKind, Wiring, outcome_of
+from batchedit.im.client import redact
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import check_certificate, client_context
 from batchedit.jsonlog import JsonlAppender
@@ -28,11 +28,8 @@ from batchedit.ratelimit import Limiter
 from batchedit.reader import InputError, LineReader
 from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
 from batchedit.results import ResumeIndex
-from batchedit.sender import RunControl, Sender, Track
+from batchedit.sender import RunControl, Track
 from batchedit.wiring import ApiConfig, Senders
-
-UNCERTAIN = "uncertain: an attempt timed out, and the server may still have carried it out"
-"""The note of a line whose attempts included a timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +50,8 @@ class RunConfig(ApiConfig):
     backup: Path | None = None
     """Append each message's before-image here before editing it (``run --backup``)."""
     force: bool = False
-    """With ``backup``: send edits that would change nothing, too."""
+    """With ``backup``: send edits that would change nothing, too. For an undo: restore
+    messages that changed since the run, too."""
     summary_json: Path | None = None
     """Where the caller writes the summary as JSON; checked with the run's files before the run."""
     read_from: Path | None = None
@@ -62,7 +60,8 @@ class RunConfig(ApiConfig):
 
 
 class _Breaker:
-    """Trips after ``limit`` consecutive failed outcomes with one ErrorCode."""
+    """Trips after ``limit`` consecutive failed outcomes with one ErrorCode (an invalid line
+    neither counts nor breaks the streak; any other outcome breaks it)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -70,27 +69,17 @@ class _Breaker:
         self._streak = 0
 
     def add(self, outcome: Outcome) -> bool:
-        if outcome.status is Status.OK:
-            self._streak = 0
-        elif outcome.status is Status.FAILED:
+        if outcome.status is Status.FAILED:
             same = self._streak and outcome.code == self._code
             self._streak = self._streak + 1 if same else 1
             self._code = outcome.code
+        elif outcome.status is not Status.INVALID:
+            self._streak = 0
         return bool(self.limit) and self._streak >= self.limit
-
-
-def _outcome_of(item: Item, status: Status, **fields: Any) -> Outcome:
-    return Outcome(
-        item.line, item.digest, status, item.from_account, item.to_account, item.msg_key, **fields
-    )
 
 
 def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
-
-
-def _notes(*notes: str | None) -> str | None:
-    return "; ".join(note for note in notes if note) or None
 
 
 async def run_batch(
@@ -99,8 +88,12 @@ async def run_batch(
     *,
     observer: Observer | None = None,
     control: RunControl | None = None,
+    kind: LineKind | None = None,
 ) -> Summary:
     """Apply every edit of ``source`` (JSONL bytes) and return the summary.
+
+    ``kind`` says what is done with each valid line: by default it is sent as an edit
+    (:class:`~batchedit.edits.Edits`); ``undo`` and ``verify`` pass their own.
 
     Each line gets exactly one outcome in ``config.results`` (not written on a dry run, which
     only validates and sends nothing); a run that stops early (fatal answer, circuit breaker,
@@ -112,8 +105,11 @@ async def run_batch(
     (trust a private CA with ``ca_file``), raises :class:`ConfigError` before anything is sent or
     written.
     """
+    kind = kind or Edits()
     if config.dry_run:
-        config = dataclasses.replace(config, sig=None, backup=None, budget=None)
+        config = dataclasses.replace(config, backup=None)
+        if not kind.reads_on_dry_run:
+            config = dataclasses.replace(config, sig=None, budget=None)
     elif config.results is None or config.sig is None:
         raise ConfigError("a real run needs a results file and credentials")
     check_run_files(
@@ -126,7 +122,7 @@ async def run_batch(
     )
     if config.sig is not None:
         await check_certificate(config.endpoint, client_context(config.ca_file), config.timeout)
-    run = _Run(config, observer, control or RunControl())
+    run = _Run(config, kind, observer, control or RunControl())
     started = time.monotonic()
     try:
         await run.execute(source)
@@ -148,20 +144,22 @@ async def run_batch(
 class _Run:
     """One run's moving parts, so the stages need not pass them to each other."""
 
-    def __init__(self, config: RunConfig, observer: Observer | None, control: RunControl) -> None:
+    def __init__(
+        self, config: RunConfig, kind: LineKind, observer: Observer | None, control: RunControl
+    ) -> None:
         self.config = config
+        self.kind = kind
         self.observer = observer
         self.control = control
         self.state = control.state
-        self.summary = Summary(dry_run=config.dry_run)
+        self.summary = Summary(dry_run=config.dry_run, outcomes=kind.outcomes)
         self.index: ResumeIndex | None = None
         self.limiter: Limiter | None = None
         self._breaker = _Breaker(config.breaker)
         self._results: JsonlAppender | None = None
         self._results_failed = False
         self._log_failed = False
-        self._sender: Sender | None = None
-        self._before: BeforeImages | None = None
+        self._action: Action | None = None
         self._reader: LineReader | None = None
         self._pool: OrderedPool[EditRecord] | None = None
 
@@ -208,7 +206,7 @@ class _Run:
 
     def _progress(self) -> Progress:
         statuses = self.summary.statuses
-        counts = {s.value: statuses[s.value] for s in Status}
+        counts = {s.value: statuses[s.value] for s in self.summary.shown}
         return Progress(
             self.summary.total + self.summary.skipped,
             {**counts, "retrying": self.state.retrying},
@@ -232,25 +230,31 @@ class _Run:
                 self._results = stack.enter_context(JsonlAppender(config.results))
             if config.resume and config.results is not None:
                 # After the appender took the lock and cut a torn last row, not before.
-                self.index = ResumeIndex.load(config.results)
+                self.index = ResumeIndex.load(config.results, self.kind.outcomes.resume_codes())
             backup = None
             if config.backup is not None:
                 stack.push(self._closing_a_failed_log)
                 backup = stack.enter_context(JsonlAppender(config.backup))
             self._announce(source)
             await stack.enter_async_context(ticking(self.observer, self._progress))
+            if senders is not None:
+                notice = self.observer.notice if self.observer is not None else _ignore
+                wiring = Wiring(
+                    senders,
+                    self.state,
+                    self.summary,
+                    backup,
+                    config.force,
+                    config.dry_run,
+                    notice,
+                )
+                self._action, self.limiter = await self.kind.open(source, wiring)
             done = self.index.is_done if self.index is not None else None
             reader = self._reader = await stack.enter_async_context(LineReader(source, done))
             self.state.on_stop(reader.stop)
             if senders is None:
                 await self._feed(reader, None)
                 return
-            self._sender = senders.sender(MODIFY, self.summary.sent_at)
-            self.limiter = self._sender.limiter
-            if backup is not None:
-                # Reads have their own 200/s budget (a per-API limit), hence their own limiter.
-                reads = senders.sender(ROAM, self._count_read)
-                self._before = BeforeImages(reads, backup, self.state, config.force)
             pool: OrderedPool[EditRecord] = await stack.enter_async_context(
                 OrderedPool(self._handle, lambda r: r.message, config.concurrency)
             )
@@ -270,9 +274,6 @@ class _Run:
         ):
             self.observer.notice(line)
 
-    def _count_read(self, _: float) -> None:
-        self.summary.reads += 1
-
     async def _finish(self, pool: OrderedPool[EditRecord]) -> None:
         """Let everything submitted finish (or, once stopping, give it the grace period); a
         second Ctrl-C cuts that short."""
@@ -284,16 +285,18 @@ class _Run:
     async def _handle(self, item: EditRecord) -> None:
         track = Track()
         try:
-            outcome = await self._edit(item, track)
+            if self._action is None:
+                raise RuntimeError("a line handled before the run's action exists")
+            outcome = await self._action(item, track)
         except asyncio.CancelledError:
             if track.attempts:
                 info = "interrupted in flight: the edit may or may not have been applied"
-                self.record(_outcome_of(item, Status.FAILED, info=info, **track.counts()))
+                self.record(outcome_of(item, Status.FAILED, info=info, **track.counts()))
             raise
         except Exception as exc:  # a bug, or a log that cannot be written: stop, say which line
             self._log_failed = self._log_failed or isinstance(exc, OSError)
             info = f"stopped by an error of batchedit: {self._stop_for(item, exc)}"
-            outcome = _outcome_of(item, Status.FAILED, info=info, **track.counts())
+            outcome = outcome_of(item, Status.FAILED, info=info, **track.counts())
         if outcome is None:
             return
         try:
@@ -306,31 +309,6 @@ class _Run:
         error = _describe(exc)
         self.state.stop("fatal", f"line {item.line}: {error}; run again with --resume")
         return error
-
-    async def _edit(self, item: EditRecord, track: Track) -> Outcome | None:
-        """Send one edit (after its before-image, with ``--backup``); its final outcome."""
-        if self._before is not None:
-            skip = await self._before.prepare(item)
-            if skip is not None:
-                if skip.status is None:
-                    return None
-                fields = {"code": skip.code, "info": skip.info, "note": skip.note}
-                return _outcome_of(item, skip.status, **fields)
-        if self._sender is None:
-            raise RuntimeError("_edit called before the sender exists")
-        note = await self._sender.send(MODIFY, item.body, track, item.message)
-        reply = track.last
-        if reply is None:
-            return None
-        return _outcome_of(
-            item,
-            Status.OK if reply.ok else Status.FAILED,
-            code=reply.code,
-            info=reply.info,
-            latency=reply.latency,
-            **track.counts(),
-            note=_notes(UNCERTAIN if track.timed_out else None, note),
-        )
 
     async def _feed(self, reader: LineReader, pool: OrderedPool[EditRecord] | None) -> None:
         """Hand every line to the pool (or, on a dry run, record it) until the input ends or the
@@ -347,9 +325,9 @@ class _Run:
                         if self.index is not None and self.index.was_invalid(entry.line):
                             self.summary.skipped_invalid += 1
                     elif isinstance(item, InvalidRecord):
-                        self.record(_outcome_of(item, Status.INVALID, info=item.reason))
+                        self.record(outcome_of(item, Status.INVALID, info=item.reason))
                     elif pool is None:
-                        self.record(_outcome_of(item, Status.OK, note="dry run: valid, not sent"))
+                        self.record(outcome_of(item, Status.OK, note="dry run: valid, not sent"))
                     else:
                         if self.index is not None:
                             redo.add(item.message)
@@ -372,6 +350,10 @@ class _Run:
             return None
         item = parse_line(entry.line, entry.raw, entry.digest)
         return item if isinstance(item, EditRecord) and item.message in redo else None
+
+
+def _ignore(_: str) -> None:
+    """A notice nobody watches."""
 
 
 async def _first(*aws: Coroutine[Any, Any, None] | asyncio.Future[None]) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rehearse a reversible rewrite against a local emulator: plan, preview, run with a backup,
-# check, undo. Needs the .venv that `make demo` creates; stops at the first command that fails.
+# verify, undo. Needs the .venv that `make demo` creates; stops at the first command that fails.
 set -euo pipefail
 batchedit=$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/batchedit
 test -x "$batchedit" || { echo "no $batchedit: run make demo first" >&2; exit 1; }
@@ -37,12 +37,14 @@ week_ago=$((now - 7 * 86400))
 # 2. run it, keeping every message's before-image (exit status 0: every line ok)
 "$batchedit" run redact.jsonl --results run.jsonl --backup backup.jsonl
 
-# 3. check: one ok per edit, and the same rule now finds nothing left to change
-test "$(grep -c '"outcome":"ok"' run.jsonl)" -eq "$(wc -l <redact.jsonl)"
+# 3. verify: read every message back (exit status 0: each reads as the edit file says),
+#    and the same rule now finds nothing left to change
+"$batchedit" verify redact.jsonl --results verify.jsonl
 "$batchedit" plan chats.jsonl --since "$week_ago" --until "$now" \
     --replace '555-01\d\d' '[phone redacted]' --preview 3
 
-# 4. changed your mind? put every message back
+# 4. changed your mind? see what undo would do (nothing is sent), then put every message back
+"$batchedit" undo backup.jsonl --dry-run
 "$batchedit" undo backup.jsonl --results undo.jsonl
 curl -fsS -X POST "$TIM_BASE_URL/__emulator/save" >/dev/null
 cmp before.jsonl state.jsonl

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchedit.backup import undo_edits
+from batchedit.backup import read_backup
 from batchedit.cli import main
 from batchedit.im.errors import ConfigError
 from batchedit.plan import BadPair, compile_replacement, read_pairs
@@ -110,7 +110,7 @@ def test_an_endless_backup_row_is_refused_without_reading_it_all(tmp_path: Path)
     backup = tmp_path / "backup.jsonl"
     backup.write_bytes(GOOD_ROW + b"x" * (9 * 1024 * 1024))
     with pytest.raises(ConfigError, match=r"line 2: row longer than 8388608 bytes"):
-        undo_edits(backup)
+        read_backup(backup)
 
 
 _LINES = st.lists(
@@ -141,7 +141,7 @@ def test_readers_of_our_logs_raise_only_config_errors(lines: list[bytes], torn: 
         path = Path(scratch) / "log.jsonl"
         path.write_bytes(b"\n".join(lines) + (b"" if torn else b"\n"))
         errors = []
-        for read in (ResumeIndex.load, lambda p: undo_edits(p).close()):
+        for read in (ResumeIndex.load, lambda p: read_backup(p).close()):
             try:
                 read(path)
             except ConfigError as exc:

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from batchedit import ImClient, Secret, SigSource
-from batchedit.backup import undo_edits
+from batchedit.backup import read_backup
 from batchedit.cli import exit_code_for
+from batchedit.edits import Edits
 from batchedit.emulator import Message, Store
 from batchedit.im.client import RoamMessage
 from batchedit.plan import BadPair, Rules, parse_template, parse_when, plan_edits, read_pairs
@@ -114,8 +115,9 @@ async def test_plan_backup_undo_round_trip(
     assert redacted is not None
     assert "code ****" in redacted.body[0]["MsgContent"]["Text"]
     assert _state(running.emulator.store) != original
-    with undo_edits(backup) as source:
-        undone = await run_batch(source, _config(running, tmp_path, results=tmp_path / "u.jsonl"))
+    with read_backup(backup) as plan:
+        config = _config(running, tmp_path, results=tmp_path / "u.jsonl")
+        undone = await run_batch(plan.source, config, kind=Edits(undo=plan))
     assert undone.all_ok
     assert _state(running.emulator.store) == original
 
@@ -217,8 +219,9 @@ async def test_message_edited_twice_returns_to_its_original(
         assert (await run_batch(source, _config(running, tmp_path, backup=backup))).all_ok
     assert message.body == text_body("second")
     assert len(backup.read_bytes().splitlines()) == 2
-    with undo_edits(backup) as source:
-        assert (await run_batch(source, _config(running, tmp_path, results=tmp_path / "u"))).all_ok
+    with read_backup(backup) as plan:
+        config = _config(running, tmp_path, results=tmp_path / "u")
+        assert (await run_batch(plan.source, config, kind=Edits(undo=plan))).all_ok
     assert _state(store) == original
 
 

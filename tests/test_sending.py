@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from batchedit import Secret, SigSource
+from batchedit.edits import UNCERTAIN
 from batchedit.emulator import Emulator, EmulatorConfig, Faults
 from batchedit.outcomes import Summary
 from batchedit.retry import RetryPolicy
-from batchedit.runner import UNCERTAIN, RunConfig, run_batch
+from batchedit.runner import RunConfig, run_batch
 from batchedit.wiring import UNREACHABLE_AFTER
 from tests.conftest import EmulatorFactory, ServerFactory
 from tests.helpers import ADMIN, SDKAPPID, SECRET, read_results, seed_messages, write_edits

@@ -67,8 +67,8 @@ FORMATS: Final[Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]]] = 
     "TIMFaceElem": ({"Index": _number, "Data": _string}, {}),
     "TIMCustomElem": ({"Data": _string}, {"Desc": _string, "Ext": _string, "Sound": _string}),
     "TIMSoundElem": (
-        {"Url": _string, "UUID": _string, "Download_Flag": _flag},
-        {"Size": _number, "Second": _number},
+        {"UUID": _string},
+        {"Url": _string, "Download_Flag": _flag, "Size": _number, "Second": _number},
     ),
     "TIMImageElem": (
         {"UUID": _string, "ImageInfoArray": _image_infos},
@@ -117,6 +117,12 @@ def _element_problem(where: str, msg_type: str, content: dict[str, Any]) -> Prob
             return 90010, f"{where}: MsgContent.{name} is not valid for {msg_type}"
     if msg_type == "TIMRelayElem" and "MsgList" not in content and "JsonMsgKey" not in content:
         return 90010, f"{where}: TIMRelayElem needs MsgList or JsonMsgKey"
+    if msg_type == "TIMSoundElem" and not (
+        {"Url", "Download_Flag"} <= content.keys() or {"Size", "Second"} <= content.keys()
+    ):
+        # The spec: "for REST sends: Url, UUID, Download_Flag required; old 2.x/3.x SDK form
+        # has only UUID/Size/Second". Such elements are stored, so sending one back is taken.
+        return 90010, f"{where}: TIMSoundElem needs Url and Download_Flag (or Size and Second)"
     return None
 
 

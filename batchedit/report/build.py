@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchedit.outcomes import Outcome, Status, Summary
+from batchedit.outcomes import Outcome, Status, Summary, outcomes_of
 from batchedit.report.logs import ResultsLogs
 from batchedit.report.timeline import PAUSE, Timeline
 
@@ -78,9 +78,15 @@ class Report:
 
     @property
     def unlisted(self) -> int:
-        """Failed and invalid lines beyond ``failed``."""
+        """Failed and invalid lines (and any other not good) beyond ``failed``."""
         statuses = self.summary.statuses
-        return statuses["failed"] + statuses["invalid"] - len(self.failed)
+        return sum(statuses[s.value] for s in Status if not s.good) - len(self.failed)
+
+    @property
+    def listing(self) -> str:
+        """What the list of lines that are not good is called: ``failed and invalid lines``."""
+        *names, last = [s.value for s in self.summary.shown if not s.good]
+        return f"{', '.join(names)} and {last} lines"
 
     def notes(self) -> list[str]:
         """What the reader of the numbers should know: skipped torn rows, rows without a time."""
@@ -118,7 +124,7 @@ class Report:
         else:
             lines.append("  recorded: times unknown")
         if self.failed and listed:
-            lines.append(f"failed and invalid lines ({len(self.failed) + self.unlisted}):")
+            lines.append(f"{self.listing} ({len(self.failed) + self.unlisted}):")
             lines += [f"  {describe(outcome)}" for outcome in self.failed[:listed]]
             more = len(self.failed) + self.unlisted - min(listed, len(self.failed))
             if more:
@@ -168,10 +174,11 @@ def build_report(paths: Sequence[Path], *, listed: int = LISTED) -> Report:
     worst: list[tuple[int, Outcome]] = []
     for outcome in logs.rows(last.final(rows).__getitem__):
         summary.add(outcome)
-        if outcome.status is not Status.OK and listed:
+        if not outcome.status.good and listed:
             heapq.heappush(worst, (-outcome.line, outcome))
             if len(worst) > listed:
                 heapq.heappop(worst)
+    summary.outcomes = outcomes_of(summary.statuses)
     stretches = timeline.stretches()
     working = sum(last_at - first_at for first_at, last_at in stretches)
     summary.elapsed = working

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchedit.im.errors import ErrorClass, classify
-from batchedit.outcomes import Status
 from batchedit.report.build import Report, utc
 from batchedit.report.logs import ReportError
 from batchedit.report.timeline import PAUSE, Series
@@ -30,7 +29,15 @@ MISSING_EXTRA = (
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 _ID = re.compile(r'id="([^"]+)"')
 _REFERENCE = re.compile(r'(href="#|url\(#)')
-_COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "invalid": "#ef6c00"}
+_COLOURS = {
+    "ok": "#2e7d32",
+    "match": "#2e7d32",
+    "failed": "#c62828",
+    "invalid": "#ef6c00",
+    "conflict": "#6a1b9a",
+    "mismatch": "#ad1457",
+    "missing": "#4e342e",
+}
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 pre { background: #f5f5f5; padding: 1em; overflow-x: auto; }
@@ -195,7 +202,7 @@ def _outcome_chart(report: Report) -> str:
     summary = report.summary
     codes = sorted(summary.codes.items(), key=lambda item: -item[1])
     figure, (left, right) = _new_figure(max(2.2, 0.32 * len(codes) + 1.2), columns=2)
-    names = [status.value for status in Status]
+    names = [status.value for status in summary.shown]
     bars = left.barh(
         names, [summary.statuses[n] for n in names], color=[_COLOURS[n] for n in names]
     )
@@ -237,7 +244,7 @@ def _failed_table(report: Report) -> str:
         f"<p>... and {report.unlisted} more (see the results log).</p>" if report.unlisted else ""
     )
     return (
-        f"<h2>Failed and invalid lines ({total})</h2>"
+        f"<h2>{report.listing.capitalize()} ({total})</h2>"
         f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
     )
 
