@@ -37,6 +37,14 @@ LINE = 64
 _BLANK = b" " * (LINE - 1) + b"\n"
 
 
+def _write(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset``; raises ``OSError`` (a short write is retried, so a full
+    disk or a file size limit shows as its error)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
 def departures_of(results: Path) -> Path:
     """Where the departures of the run writing ``results`` are kept."""
     return results.with_name(results.name + ".departures")
@@ -143,7 +151,7 @@ class DepartureLog:
         if not api.isascii() or " " in api or len(api) > LINE - 20:
             raise ValueError(f"API name unfit for a departures line: {api!r}")
         start = self._end
-        os.pwrite(self._fd, _BLANK * slots, start)
+        _write(self._fd, _BLANK * slots, start)
         self._end += slots * LINE
         return Ring(self._fd, api, start, slots, self._clock)
 
@@ -170,7 +178,7 @@ class Ring:
     def record(self) -> None:
         """A request leaves now. Raises ``OSError``."""
         line = f"{self._clock():.6f} {self._api}".encode().ljust(LINE - 1) + b"\n"
-        os.pwrite(self._fd, line, self._start + self._next * LINE)
+        _write(self._fd, line, self._start + self._next * LINE)
         self._next = (self._next + 1) % self._slots
 
 
