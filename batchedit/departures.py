@@ -155,6 +155,14 @@ class DepartureLog:
         self._end += slots * LINE
         return Ring(self._fd, api, start, slots, self._clock)
 
+    def forget(self) -> None:
+        """This run sends without a limit and records nothing: empty the file, so that the next
+        run knows it does not know what was sent. Raises :class:`ConfigError`."""
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise ConfigError(f"cannot empty {self.path} ({exc.strerror or exc})") from None
+
     def close(self) -> None:
         """Close the file (it stays for the next run)."""
         os.close(self._fd)

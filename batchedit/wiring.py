@@ -131,12 +131,16 @@ class Senders:
 
     def sender(self, api: str, on_send: Callable[[float], None] = lambda _: None) -> Sender:
         """A sender for ``api`` with that API's limiter (the service limits each API on its
-        own); ``on_send(time)`` is told of each attempt."""
+        own); ``on_send(time)`` is told of each attempt. Without a limit, the departures file
+        is emptied (raises :class:`ConfigError` if it cannot be)."""
         if self._limiters is None:
             raise RuntimeError("Senders.sender() outside 'async with'")
         limiter: Limiter | None = self._limiters(api)
-        if limiter is not None and self._departures is not None:
-            limiter = Recorded(limiter, self._departures, api, self.config.window)
+        if self._departures is not None:
+            if limiter is None:
+                self._departures.forget()
+            else:
+                limiter = Recorded(limiter, self._departures, api, self.config.window)
         return Sender(
             self._client,
             limiter,

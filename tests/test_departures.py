@@ -99,6 +99,24 @@ def test_without_a_departures_file_a_results_log_with_outcomes_means_not_known(
     log.close()
 
 
+def test_a_run_without_a_limit_leaves_the_next_one_not_knowing(tmp_path: Path) -> None:
+    """A run sending without a limit empties the file: the next run on that RESULTS, which holds
+    outcomes by then, does not know what was sent."""
+    clock = Clock()
+    results = _results(tmp_path)
+    log = DepartureLog.open(results, clock)
+    log.before(MODIFY, 1.0)
+    log.ring(MODIFY, 4).record()
+    log.close()
+    log = DepartureLog.open(results, clock)
+    log.forget()
+    log.close()
+    results.write_bytes(b'{"line":1}\n')
+    log = DepartureLog.open(results, clock)
+    assert log.before(MODIFY, 1.0) is None
+    log.close()
+
+
 def test_old_departures_are_dropped_and_recent_ones_kept(tmp_path: Path) -> None:
     """A file whose departures are all older than a window starts over; one with a recent
     departure keeps it, and the next run's rings go after it."""
