@@ -85,7 +85,10 @@ def section_restart(work: Path, runs: int = 5, count: int = 3000) -> None:
             common = [str(edits), "--results", str(work / f"restart-r{run}.jsonl"), "--rate", "200"]
             first = start_cli(common, url)
             deadline = time.monotonic() + 60
-            while _arrivals(url) < count // 2 and time.monotonic() < deadline:
+            seen = None
+            while (arrived := _arrivals(url)) < count // 2 and time.monotonic() < deadline:
+                if arrived and seen is None:
+                    seen = time.monotonic()
                 time.sleep(0.02)
             first.kill()
             first.wait()
@@ -94,8 +97,8 @@ def section_restart(work: Path, runs: int = 5, count: int = 3000) -> None:
             done = measure(second, time.perf_counter())
             server = stats(url)
         print(
-            f"restart {run}: killed after {count // 2}+ requests, resumed at once (exit "
-            f"{done.status}, {time.monotonic() - killed:.1f} s); {_window(server)} across both, "
+            f"restart {run}: killed {killed - (seen or killed):.2f} s after the first request "
+            f"(+-0.02), resumed at once (exit {done.status}); {_window(server)} across both, "
             f"{server['arrivals']} requests, codes {server['codes']}"
         )
 
