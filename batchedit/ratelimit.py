@@ -97,12 +97,11 @@ class AdaptiveLimiter:
     from when it left if that was more than :data:`LATE` later (a request granted and not yet
     :meth:`departed` counts in every window), and grants are paced ``window / rate`` apart, so the
     long-run rate is ``rate / window`` (99.5 % of ``rate``) less the loop's timer lateness (about
-    0.1 %). ``window`` is seconds (default 1.005); ``cut`` is
-    the factor applied on a throttle signal (default 0.9); ``recovery`` is the share of the
-    target regained per second afterwards (default 0.1); the rate never drops below ``floor``
-    (default a twentieth of the target, at least 1 request per second). Times are the running
-    loop's clock (``loop.time()``, which aiolimiter paces by too); create the limiter inside the
-    loop that uses it.
+    0.1 %). ``window`` is seconds (default 1.005); ``cut`` is the factor applied on a throttle
+    signal (default 0.9); ``recovery`` is the share of the target regained per second afterwards
+    (default 0.1); the rate never drops below ``floor`` (default a twentieth of the target, at
+    least 1 request per second). Times are the running loop's clock (``loop.time()``, which
+    aiolimiter paces by too); create the limiter inside the loop that uses it.
     """
 
     def __init__(
