@@ -35,6 +35,8 @@ LINE = 64
 """Bytes per slot: a line ``<unix time, 6 decimals> <api>`` padded with spaces."""
 
 _BLANK = b" " * (LINE - 1) + b"\n"
+_LARGEST = 64 * 1024 * 1024
+"""A larger file is not one of ours (at 200/s a run's rings take 25 KB per API)."""
 
 
 def _write(fd: int, data: bytes, offset: int) -> None:
@@ -108,7 +110,11 @@ class DepartureLog:
             ) from None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or _parse(os.pread(fd, info.st_size, 0)) is None:
+            if (
+                not stat.S_ISREG(info.st_mode)
+                or info.st_size > _LARGEST
+                or _parse(os.pread(fd, info.st_size, 0)) is None
+            ):
                 raise ConfigError(
                     f"{path} is in the way: batchedit records when requests left there, and it "
                     "holds something else; move it away"
@@ -119,7 +125,8 @@ class DepartureLog:
         except ConfigError:
             os.close(fd)
             raise
-        # An empty file was just made, or left by a run that sent nothing: nothing unknown.
+        # Empty beside outcomes: left by an older batchedit or a run without a limit, or the
+        # file was deleted. Beside no outcomes nothing was sent.
         return cls(path, fd, known=info.st_size > 0 or not held, clock=clock)
 
     def before(self, api: str, window: float) -> list[float] | None:
