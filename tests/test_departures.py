@@ -281,14 +281,22 @@ async def test_a_run_killed_and_resumed_at_once_keeps_the_rate_across_both(
     results = tmp_path / "r.jsonl"
     common = [str(edits), "--results", str(results), "--rate", "3", "--rate-margin", "1000"]
     first = await _batchedit(url, ADMIN, *common)
-    async with asyncio.timeout(DEADLINE):
-        await full.wait()
-        first.send_signal(signal.SIGKILL)
+    try:
+        async with asyncio.timeout(DEADLINE):
+            await full.wait()
+    finally:
+        if first.returncode is None:
+            first.send_signal(signal.SIGKILL)
         await first.wait()
     before = _departed(departures_of(results))
     second = await _batchedit(url, "successor", *common, "--resume")
-    async with asyncio.timeout(DEADLINE):
-        _, err = await second.communicate()
+    try:
+        async with asyncio.timeout(DEADLINE):
+            _, err = await second.communicate()
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
     assert second.returncode == 0, err.decode()
     assert {row["outcome"] for row in read_results(results).values()} == {"ok"}
     assert len(read_results(results)) == 9
