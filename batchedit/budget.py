@@ -29,6 +29,7 @@ second into its first 50 ms.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -169,6 +170,12 @@ class RedisLimiter:
             if wait > 0:
                 await asyncio.sleep(wait / 1e6)
             return slot / 1e6
+
+    def departed(self, granted_at: float) -> None:
+        """Nothing to do: Redis counts each slot from when it is due, whenever it leaves."""
+
+    def follow(self, sent: Sequence[float] | None) -> None:
+        """Nothing to do: the slots of a process that stopped stay in Redis for the window."""
 
     def throttled(self, granted_at: float) -> None:
         """The server refused the request granted at ``granted_at`` for its rate.

@@ -6,11 +6,22 @@ Two parts work together. ``aiolimiter.AsyncLimiter``, a leaky bucket of two toke
 request. The bucket's second token absorbs the loop's timer lateness (a grant woken late leaves
 the next one due sooner); the first grant fills it, so a cold start is paced from the start, and
 after an idle spell at most two grants go back to back. On top of it a sliding-window guard keeps
-the grant times of the last ``window`` seconds and holds a grant until that window has fewer than
+the requests of the last ``window`` seconds and holds a grant until that window has fewer than
 ``rate`` of them, so no burst, lateness made up or cut can put more than ``rate`` requests into
-any window. ``window`` is a little over one second by default: requests reach the server a
-little after they are granted, and not all equally late, so the margin keeps the server's own
-1-second count (spec section 2: 200 calls/second) within the limit too.
+any window.
+
+What reaches the server is when a request *leaves*, not when it was granted, so the guard counts a
+request from when it left (it had its connection and was being written) whenever that was more
+than :data:`LATE` after its grant, and a request granted but not yet gone counts in every window.
+That matters most in a run's first second: its first requests wait for new connections and for a
+loop still busy starting up, so they leave late, while one second later requests leave on warm
+connections at once; counted from their grants, the late ones left the next second's requests
+room to crowd into the server's window with them. A predecessor's requests (a run resumed right
+after a crash, see :mod:`batchedit.departures`) are counted through :meth:`Limiter.follow`.
+
+``window`` is a little over one second by default: requests reach the server a little after they
+leave, and not all equally late, so the margin keeps the server's own 1-second count (spec
+section 2: 200 calls/second) within the limit too.
 
 On a throttle signal (60007 and friends) the rate is cut multiplicatively, then recovers linearly
 towards the target: the whole run slows down, not just the record that was refused.
@@ -20,10 +31,11 @@ towards the target: the whole run slows down, not just the record that was refus
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +45,11 @@ from batchedit.im.errors import ConfigError, ImError
 
 _BUCKET = 2.0
 """Bucket size in tokens (one token is one request at the full rate)."""
+
+LATE = 0.001
+"""Seconds: a request that leaves within this long after its grant counts from its grant, one that
+leaves later from when it left. Leaving this late or less costs nothing but this much of the
+margin; leaving later (a new connection, a busy loop) is counted as it happened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +72,14 @@ class Limiter(Protocol):
     async def acquire(self) -> float:
         """Wait for a grant (first come, first served); return its time, in seconds."""
 
+    def departed(self, granted_at: float) -> None:
+        """The request granted at ``granted_at`` leaves now (it has its connection), or never
+        will. Called once for every grant."""
+
+    def follow(self, sent: Sequence[float] | None) -> None:
+        """Before the first grant: a predecessor sent requests at these times (the limiter's
+        clock), or, with ``None``, may have sent any number up to now."""
+
     def throttled(self, granted_at: float) -> None:
         """The server refused the request granted at ``granted_at`` for its rate."""
 
@@ -68,14 +93,15 @@ class Limiter(Protocol):
 class AdaptiveLimiter:
     """Grants requests at up to ``rate`` per second.
 
-    No ``window`` seconds ever hold more than ``rate`` grants, and grants are paced
-    ``window / rate`` apart, so the long-run rate is ``rate / window`` (99.5 % of ``rate``) less
-    the loop's timer lateness (about 0.1 %). ``window`` is seconds (default 1.005); ``cut`` is
-    the factor applied on a throttle signal (default 0.9); ``recovery`` is the share of the
-    target regained per second afterwards (default 0.1); the rate never drops below ``floor``
-    (default a twentieth of the target, at least 1 request per second). Times are the running
-    loop's clock (``loop.time()``, which aiolimiter paces by too); create the limiter inside the
-    loop that uses it.
+    No ``window`` seconds ever hold more than ``rate`` requests, each counted from its grant, or
+    from when it left if that was more than :data:`LATE` later (a request granted and not yet
+    :meth:`departed` counts in every window), and grants are paced ``window / rate`` apart, so the
+    long-run rate is ``rate / window`` (99.5 % of ``rate``) less the loop's timer lateness (about
+    0.1 %). ``window`` is seconds (default 1.005); ``cut`` is the factor applied on a throttle
+    signal (default 0.9); ``recovery`` is the share of the target regained per second afterwards
+    (default 0.1); the rate never drops below ``floor`` (default a twentieth of the target, at
+    least 1 request per second). Times are the running loop's clock (``loop.time()``, which
+    aiolimiter paces by too); create the limiter inside the loop that uses it.
     """
 
     def __init__(
@@ -97,7 +123,11 @@ class AdaptiveLimiter:
         # The bucket paces a millionth slower than the guard allows, so on time a grant never
         # ties with the guard's boundary and costs one timer wait, not two.
         self._bucket = AsyncLimiter(_BUCKET, _BUCKET * window * (1 + 1e-6) / rate)
-        self._grants: deque[float] = deque()
+        self._counted: deque[float] = deque()
+        """When each request that left counts from, in order (see :data:`LATE`)."""
+        self._pending = 0
+        """Requests granted and not yet departed: in every window until they leave."""
+        self._left = asyncio.Event()
         self._fresh = True
         self._cut_rate = rate
         self._cut_at = -math.inf
@@ -112,16 +142,23 @@ class AdaptiveLimiter:
         regained = self.target * self._recovery * max(0.0, at - self._cut_at)
         return min(self.target, self._cut_rate + regained)
 
-    def _guard(self, now: float) -> float:
-        """Seconds until the window ending then holds fewer grants than the rate in force."""
-        cap = max(1, math.floor(self.rate(now)))
-        grants = self._grants
-        while grants and grants[0] <= now - self.window:
-            grants.popleft()
-        if len(grants) < cap:
+    def _cap(self, now: float) -> int:
+        return max(1, math.floor(self.rate(now)))
+
+    def _guard(self, now: float) -> float | None:
+        """Seconds until the window ending then holds fewer requests than the rate in force;
+        ``None`` when that depends on when requests still to leave will leave."""
+        cap = self._cap(now)
+        counted = self._counted
+        while counted and counted[0] <= now - self.window:
+            counted.popleft()
+        busy = len(counted) + self._pending
+        if busy < cap:
             return 0.0
+        if self._pending >= cap:
+            return None
         # The nanosecond keeps float rounding from landing a grant an ulp inside the window.
-        return max(0.0, grants[-cap] + self.window + 1e-9 - now)
+        return max(0.0, counted[busy - cap] + self.window + 1e-9 - now)
 
     async def acquire(self) -> float:
         """Wait for a grant (first come, first served); return its time on the loop's clock."""
@@ -142,13 +179,34 @@ class AdaptiveLimiter:
                 await self._bucket.acquire(step)
                 amount -= step
             wait = self._guard(loop.time())
-            while wait:
-                await asyncio.sleep(wait)
+            while wait != 0.0:
+                if wait is None:
+                    self._left.clear()
+                    await self._left.wait()
+                else:
+                    await asyncio.sleep(wait)
                 # Again: a cut while this grant waited may have lowered the window's cap.
                 wait = self._guard(loop.time())
-            now = loop.time()
-            self._grants.append(now)
-            return now
+            self._pending += 1
+            return loop.time()
+
+    def departed(self, granted_at: float) -> None:
+        """The request granted at ``granted_at`` leaves now, or never will: from now on it counts
+        from its grant, or from now if that is more than :data:`LATE` later. Call it once for
+        every grant."""
+        now = asyncio.get_running_loop().time()
+        self._pending -= 1
+        bisect.insort(self._counted, granted_at if now - granted_at <= LATE else now)
+        self._left.set()
+
+    def follow(self, sent: Sequence[float] | None) -> None:
+        """Before the first grant: count requests a predecessor sent at ``sent`` (the loop's
+        clock), or, with ``None`` (not known), a full window of them sent just now."""
+        if sent is None:
+            now = asyncio.get_running_loop().time()
+            sent = [now] * self._cap(now)
+        for at in sent:
+            bisect.insort(self._counted, at)
 
     def throttled(self, granted_at: float) -> None:
         """The server refused a request granted at ``granted_at`` for its rate: slow down.

@@ -37,12 +37,12 @@ class RunConfig(ApiConfig):
     """Everything a run needs besides its input: the :class:`~batchedit.wiring.ApiConfig`
     fields (endpoint, credentials, rate, timeouts, retries), and these.
 
-    ``results`` is the results log (not needed for a dry run); ``breaker`` stops the run after
-    that many consecutive failures with one code (0: never); ``grace`` is how long, in seconds,
-    in-flight requests may finish once a stop is requested.
+    ``results`` (from :class:`~batchedit.wiring.ApiConfig`) is the results log (not needed for a
+    dry run); ``breaker`` stops the run after that many consecutive failures with one code (0:
+    never); ``grace`` is how long, in seconds, in-flight requests may finish once a stop is
+    requested.
     """
 
-    results: Path | None = None
     resume: bool = False
     dry_run: bool = False
     breaker: int = 50

@@ -163,6 +163,21 @@ class Settle:
         return max(0.0, self._until.get(key, now) - now)
 
 
+class _Departure:
+    """Tells the limiter, once, that the request granted at ``granted`` leaves now."""
+
+    __slots__ = ("_granted", "_limiter")
+
+    def __init__(self, limiter: Limiter | None, granted: float) -> None:
+        self._limiter = limiter
+        self._granted = granted
+
+    def __call__(self) -> None:
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            limiter.departed(self._granted)
+
+
 class Sender:
     """Sends requests through one client and one limiter, under one retry policy."""
 
@@ -198,6 +213,31 @@ class Sender:
             return Reply(None, "not sent: the run is stopping", http_status=None)
         return track.last
 
+    async def _attempt(
+        self, api: str, payload: bytes, track: Track
+    ) -> tuple[Reply, float, int] | None:
+        """One HTTP attempt once the limiter grants it: the reply, the grant's time and the
+        UserSig generation sent; ``None`` when the run stopped first (a lost budget stops it)."""
+        try:
+            granted = await self.limiter.acquire() if self.limiter else time.monotonic()
+        except BudgetLost as exc:
+            self._state.stop(
+                "budget", f"{exc}; in-flight requests were let finish; run again with --resume"
+            )
+            return None
+        departure = _Departure(self.limiter, granted)
+        try:
+            if self._state.stopping:
+                return None
+            self._client.sig.current()  # made or renewed now, so this is the generation sent
+            generation = self._client.sig.generation
+            self._on_send(granted)
+            track.attempts += 1
+            reply = track.last = await self._client.call_raw(api, payload, departure)
+        finally:
+            departure()  # if the request never got a connection (or never tried)
+        return reply, granted, generation
+
     async def send(
         self, api: str, payload: bytes, track: Track, message: Hashable | None = None
     ) -> str | None:
@@ -220,20 +260,10 @@ class Sender:
             if held > 0:
                 await state.pause(held)
                 continue
-            try:
-                granted = await self.limiter.acquire() if self.limiter else time.monotonic()
-            except BudgetLost as exc:
-                state.stop(
-                    "budget", f"{exc}; in-flight requests were let finish; run again with --resume"
-                )
+            attempt = await self._attempt(api, payload, track)
+            if attempt is None:
                 return "the run stopped before the next retry" if track.attempts else None
-            if state.stopping:
-                return "the run stopped before the next retry" if track.attempts else None
-            self._client.sig.current()  # made or renewed now, so this is the generation sent
-            generation = self._client.sig.generation
-            self._on_send(granted)
-            track.attempts += 1
-            reply = track.last = await self._client.call_raw(api, payload)
+            reply, granted, generation = attempt
             self._reach(reply)
             if reply.timed_out:
                 track.timed_out = True

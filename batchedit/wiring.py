@@ -11,11 +11,12 @@ from types import TracebackType
 
 from yarl import URL
 
+from batchedit.departures import DepartureLog, Recorded
 from batchedit.im.auth import SigSource
 from batchedit.im.client import ImClient, Reply
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import client_context
-from batchedit.ratelimit import Limiters, open_limiters
+from batchedit.ratelimit import Limiter, Limiters, open_limiters
 from batchedit.retry import RetryPolicy
 from batchedit.sender import RunState, Sender, Settle, SigGuard
 
@@ -47,6 +48,9 @@ class ApiConfig:
     """PEM file of the CA certificates to trust over https instead of the system's."""
     budget: str | None = None
     """Redis URL of a request budget shared with other processes (``None``: this run's own)."""
+    results: Path | None = None
+    """The results log. When sending, when each request left is kept beside it (see
+    :mod:`batchedit.departures`), so that a run resumed right after a crash keeps the rate."""
 
 
 class _Reach:
@@ -79,7 +83,9 @@ class Senders:
     (this process's own, or one shared through Redis with ``budget``); a :class:`Sender` per API.
 
     Use as ``async with`` inside the running loop. Entering it connects to the shared budget
-    first, so a budget that cannot be reached raises :class:`ConfigError` before anything is sent.
+    first, so a budget that cannot be reached raises :class:`ConfigError` before anything is sent;
+    so does a departures file beside ``config.results`` that cannot be opened. Limited requests
+    record their departures there (see :mod:`batchedit.departures`).
     """
 
     def __init__(self, config: ApiConfig, state: RunState) -> None:
@@ -99,6 +105,7 @@ class Senders:
         self._settle = Settle(config.timeout if config.settle is None else config.settle)
         self._stack = contextlib.AsyncExitStack()
         self._limiters: Limiters | None = None
+        self._departures: DepartureLog | None = None
 
     async def __aenter__(self) -> Senders:
         config = self.config
@@ -107,6 +114,9 @@ class Senders:
             self._limiters = await stack.enter_async_context(
                 open_limiters(config.rate, config.window, config.budget, sdkappid)
             )
+            if config.results is not None:
+                self._departures = DepartureLog.open(config.results)
+                stack.callback(self._departures.close)
             await stack.enter_async_context(self._client)
             self._stack = stack.pop_all()
         return self
@@ -121,12 +131,19 @@ class Senders:
 
     def sender(self, api: str, on_send: Callable[[float], None] = lambda _: None) -> Sender:
         """A sender for ``api`` with that API's limiter (the service limits each API on its
-        own); ``on_send(time)`` is told of each attempt."""
+        own); ``on_send(time)`` is told of each attempt. Without a limit, the departures file
+        is emptied (raises :class:`ConfigError` if it cannot be)."""
         if self._limiters is None:
             raise RuntimeError("Senders.sender() outside 'async with'")
+        limiter: Limiter | None = self._limiters(api)
+        if self._departures is not None:
+            if limiter is None:
+                self._departures.forget()
+            else:
+                limiter = Recorded(limiter, self._departures, api, self.config.window)
         return Sender(
             self._client,
-            self._limiters(api),
+            limiter,
             self.config.policy,
             self._state,
             self._guard,

@@ -1,9 +1,10 @@
 """``make bench``: throughput, rate compliance, CPU, memory and resume numbers, printed.
 
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
-subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
-``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, tls,
-budget); all by default.
+subprocess whose CPU time and peak RSS come from ``wait4`` (helpers in bench/common.py). Run one
+section with ``python -m bench SECTION`` (sections: client, rate, restart, cpu, plain, memory,
+resume, backup, tls, budget); all by default. The sections about the request budget are in
+bench/rate.py and bench/budget.py.
 """
 
 from __future__ import annotations
@@ -11,102 +12,22 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from batchedit import ImClient, Secret, SigSource, client_context
+from batchedit import ImClient, Secret, SigSource
 from batchedit.im import usersig
 from batchedit.records import line_digest
 from bench.budget import shared_budget
-
-SDKAPPID = 1400000000
-SECRET = "bench-secret-key"
-ADMIN = "administrator"
-PY = sys.executable
-
-
-@dataclass
-class Finished:
-    """A finished subprocess: wall seconds, CPU seconds, peak RSS in MiB, exit status."""
-
-    wall: float
-    cpu: float
-    rss_mib: float
-    status: int
-
-
-def _env(url: str = "") -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"TIM_SECRET_KEY": SECRET, "TIM_SDKAPPID": str(SDKAPPID), "TIM_BASE_URL": url})
-    return env
-
-
-@contextmanager
-def emulator(work: Path, *args: str) -> Iterator[str]:
-    """An emulator subprocess; yields its base URL."""
-    process = subprocess.Popen(
-        [PY, "-m", "batchedit", "emulator", "--port", "0", *args],
-        env=_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=work,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    try:
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait()
-        process.stderr.close()
-
-
-def run_cli(args: list[str], url: str) -> Finished:
-    """Run ``batchedit run ARGS`` and measure it."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [PY, "-m", "batchedit", "run", "--quiet", *args],
-        env=_env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return Finished(
-        time.perf_counter() - started,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
-        process.returncode,
-    )
-
-
-def targets_to_edits(targets: Path, edits: Path) -> int:
-    """Turn ``--demo-targets`` output into CloudCustomData edits; return how many."""
-    count = 0
-    with targets.open("rb") as source, edits.open("wb") as out:
-        for raw in source:
-            row = orjson.loads(raw)
-            row.pop("Text")
-            row["CloudCustomData"] = f'{{"bench":{count}}}'
-            out.write(orjson.dumps(row) + b"\n")
-            count += 1
-    return count
-
-
-def stats(url: str) -> dict[str, Any]:
-    """The emulator's modify_c2c_msg counters."""
-    found: dict[str, Any] = _all_stats(url).get("openim/modify_c2c_msg", {})
-    return found
+from bench.common import ADMIN, SDKAPPID, SECRET, emulator, run_cli, stats, targets_to_edits
+from bench.rate import section_backup, section_cpu, section_rate, section_restart, section_tls
 
 
 def section_client(work: Path) -> None:
@@ -170,71 +91,6 @@ async def _plain_rate(
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         return done / (time.perf_counter() - start)
-
-
-@dataclass
-class LatencyRun:
-    """A ``batchedit run`` at --rate 200 against an emulator with 20-300 ms latency."""
-
-    count: int
-    done: Finished
-    summary: dict[str, Any]
-    server: dict[str, Any]
-
-
-def latency_run(
-    work: Path, count: int, *extra: str, server: tuple[str, ...] = (), ca: Path | None = None
-) -> LatencyRun:
-    """Seed ``count`` messages, edit each once at --rate 200 (plus ``extra`` options); the
-    emulator gets ``server`` options too, and ``ca`` (a CA it writes) is trusted when given."""
-    name = f"lat{count}{'-tls' if ca else ''}"
-    with emulator(
-        work,
-        "--latency-ms",
-        "20-300",
-        "--demo-data",
-        str(count),
-        "--demo-targets",
-        str(work / f"t-{name}.jsonl"),
-        *server,
-    ) as url:
-        edits = work / f"e-{name}.jsonl"
-        count = targets_to_edits(work / f"t-{name}.jsonl", edits)
-        summary = work / f"s-{name}.json"
-        args = [
-            str(edits),
-            "--results",
-            str(work / f"r-{name}.jsonl"),
-            "--rate",
-            "200",
-            "--summary-json",
-            str(summary),
-            *extra,
-            *(["--ca-file", str(ca)] if ca else []),
-        ]
-        done = run_cli(args, url)
-        return LatencyRun(count, done, orjson.loads(summary.read_bytes()), _all_stats(url, ca))
-
-
-def section_rate(work: Path) -> None:
-    """Issue 3 (a), (b): --rate 200 over 12,000 edits at 20-300 ms latency."""
-    result = latency_run(work, 12000)
-    data, done, count = result.summary, result.done, result.count
-    server = result.server["openim/modify_c2c_msg"]
-    print(
-        f"(a) --rate 200, {count} edits, 20-300 ms latency: achieved "
-        f"{data['achieved_rate']:.2f} req/s ({data['achieved_rate'] / 2:.2f} % of 200), "
-        f"wall {done.wall:.1f} s, outcomes {data['outcomes']}"
-    )
-    print(
-        f"    emulator sliding-window maximum: {server['max_window_arrivals']} "
-        f"arrivals in one second (limit 200), codes {server['codes']}"
-    )
-    print(f"    latency p50/p95/p99: {data['latency_ms']}")
-    print(
-        f"(b) client CPU: {done.cpu:.2f} s for {count} edits = "
-        f"{done.cpu / count * 1000:.3f} CPU s per 1,000 edits at 200/s"
-    )
 
 
 def section_plain(work: Path) -> None:
@@ -351,92 +207,17 @@ def section_resume(work: Path) -> None:
     )
 
 
-def fsync_cost(work: Path, rows: int = 300) -> tuple[float, float]:
-    """Mean and worst seconds to append one backup-sized row and fsync it, on ``work``'s disk."""
-    row = orjson.dumps({"MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "x" * 200}}]})
-    times = []
-    fd = os.open(work / "fsync-probe.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        for _ in range(rows):
-            start = time.perf_counter()
-            os.write(fd, row + b"\n")
-            os.fsync(fd)
-            times.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-    return sum(times) / rows, max(times)
-
-
-def section_backup(work: Path) -> None:
-    """Issue 4: edit rate of a --backup run at --rate 200 over 5,000 edits, 20-300 ms latency.
-
-    Each before-image is fsynced before its edit goes out (one fsync per batch of rows waiting
-    together); the cost of one fsync on the scratch disk is printed alongside."""
-    mean, worst = fsync_cost(work)
-    print(
-        f"fsync of one backup row on the scratch disk: mean {mean * 1000:.2f} ms, "
-        f"max {worst * 1000:.2f} ms"
-    )
-    result = latency_run(work, 5000, "--backup", str(work / "backup.jsonl"))
-    data = result.summary
-    edits = result.server["openim/modify_c2c_msg"]
-    reads = result.server["openim/admin_getroammsg"]
-    print(
-        f"backup run, --rate 200, {result.count} edits, 20-300 ms latency: edits at "
-        f"{data['achieved_rate']:.2f} req/s, {data['history_reads']} before-image reads, "
-        f"wall {result.done.wall:.1f} s, outcomes {data['outcomes']}"
-    )
-    print(
-        f"    sliding-window maxima: modify_c2c_msg {edits['max_window_arrivals']}, "
-        f"admin_getroammsg {reads['max_window_arrivals']} (each limited to 200)"
-    )
-
-
-def section_tls(work: Path, count: int = 12000) -> None:
-    """Issue 9: the --rate 200 run over https (a handshake per new connection) and plain http."""
-    ca = work / "bench-ca.pem"
-    for label, server, trust in (
-        ("https", ("--tls", "--tls-ca-out", str(ca)), ca),
-        ("http ", (), None),
-    ):
-        result = latency_run(work, count, server=server, ca=trust)
-        data, done = result.summary, result.done
-        edits = result.server["openim/modify_c2c_msg"]
-        print(
-            f"{label} --rate 200, {result.count} edits, 20-300 ms latency: window maximum "
-            f"{edits['max_window_arrivals']} (limit 200), achieved {data['achieved_rate']:.2f} "
-            f"req/s, client CPU {done.cpu / result.count * 1000:.3f} s per 1,000 edits, "
-            f"server codes {edits['codes']}"
-        )
-
-
-def section_budget(work: Path) -> None:
-    """Issue 9: processes sharing --budget (bench/budget.py)."""
-    shared_budget(work, emulator, _all_stats, _env)
-
-
-def _all_stats(url: str, ca: Path | None = None) -> dict[str, Any]:
-    async def get() -> dict[str, Any]:
-        connector = aiohttp.TCPConnector(ssl=client_context(ca))
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.get(f"{url}/__emulator/stats") as r,
-        ):
-            data: dict[str, Any] = await r.json()
-            return data
-
-    return asyncio.run(get())
-
-
 SECTIONS: dict[str, Callable[[Path], None]] = {
     "client": section_client,
     "rate": section_rate,
+    "restart": section_restart,
+    "cpu": section_cpu,
     "plain": section_plain,
     "memory": section_memory,
     "resume": section_resume,
     "backup": section_backup,
     "tls": section_tls,
-    "budget": section_budget,
+    "budget": shared_budget,
 }
 
 

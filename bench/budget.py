@@ -20,12 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
+
+from bench.common import emulator, env, stats
 
 TOTAL = 3000
 """Edits per configuration: 15 s at 200/s."""
@@ -78,14 +79,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def _one(
-    work: Path,
-    processes: int,
-    shared: bool,
-    emulator: Callable[..., AbstractContextManager[str]],
-    stats: Callable[[str], dict[str, Any]],
-    env: Callable[[str], dict[str, str]],
-) -> None:
+def _one(work: Path, processes: int, shared: bool) -> None:
     name = f"{processes}{'s' if shared else ''}"
     targets = work / f"budget-t{name}.jsonl"
     args = ["--latency-ms", "20-300", "--demo-data", str(TOTAL), "--demo-targets", str(targets)]
@@ -105,10 +99,10 @@ def _one(
         ]
         samples: list[tuple[float, int, list[int]]] = []
         while any(run.poll() is None for run in runs):
-            arrived = stats(url).get("openim/modify_c2c_msg", {}).get("arrivals", 0)
+            arrived = stats(url).get("arrivals", 0)
             samples.append((time.monotonic(), arrived, [_lines(path) for path in results]))
             time.sleep(0.2)
-        server = stats(url)["openim/modify_c2c_msg"]
+        server = stats(url)
     each = TOTAL // processes
     steady = [s for s in samples if 0.1 * TOTAL <= s[1] <= 0.9 * TOTAL]
     combined = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
@@ -126,17 +120,13 @@ def _one(
     print(
         f"    shares while all were busy ({busy[-1][0] - busy[0][0]:.1f} s): "
         f"{', '.join(f'{share:.3f}' for share in shares)} of an equal share; "
-        f"emulator window maximum {server['max_window_arrivals']}, codes {server['codes']}"
+        f"emulator window maximum {server['max_window_arrivals']} at "
+        f"{server['max_window_at_s']:.3f} s, codes {server['codes']}"
     )
 
 
-def shared_budget(
-    work: Path,
-    emulator: Callable[..., AbstractContextManager[str]],
-    stats: Callable[[str], dict[str, Any]],
-    env: Callable[[str], dict[str, str]],
-) -> None:
-    """Issue 9: one, two and four processes sharing --budget (helpers from ``bench``)."""
+def shared_budget(work: Path) -> None:
+    """Issue 9: one, two and four processes sharing --budget."""
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for processes, shared in ((1, False), (1, True), (2, True), (4, True)):
-        _one(work, processes, shared, emulator, stats, env)
+        _one(work, processes, shared)

@@ -69,6 +69,20 @@ async def test_processes_sharing_a_budget_never_exceed_it_and_are_paced(
     assert min(b - a for a, b in zip(micros, micros[2:], strict=False)) >= 10_050
 
 
+async def test_a_process_started_as_another_stops_honours_its_window(limiters: Limiters) -> None:
+    """A limiter with a connection of its own (a run resumed right after a crash) still finds
+    the slots the stopped one took in Redis: its first waits for the oldest to leave the window,
+    and no window of both together holds more than the rate."""
+    stopped = limiters(rate=10)
+    before = [await stopped.acquire() for _ in range(10)]
+    resumed = limiters(rate=10)
+    resumed.follow(None)  # nothing to do: Redis keeps the window itself
+    after = [await resumed.acquire() for _ in range(5)]
+    slots = _micros(before + after)
+    assert _max_in_window(slots, 1_005_000) <= 10
+    assert min(_micros(after)) >= min(_micros(before)) + 1_005_000
+
+
 async def test_processes_that_all_have_work_take_turns(limiters: Limiters) -> None:
     """Four limiters asking all the time each get a fair share (exact turns on an idle machine;
     the bound leaves room for a busy one)."""

@@ -50,7 +50,8 @@ async def test_burst_of_300_admits_exactly_200(
 async def test_the_window_slides(
     start_emulator: EmulatorFactory, open_client: ClientFactory
 ) -> None:
-    """Admissions leave the window exactly one (virtual) second after they entered it."""
+    """Admissions leave the window exactly one (virtual) second after they entered it; the
+    busiest window is reported with when it ended, from the first arrival."""
     clock = VirtualClock()
     running = await start_emulator(monotonic=clock, rate_limit=4)
     client = await open_client(running)
@@ -63,6 +64,7 @@ async def test_the_window_slides(
     assert codes == [0, 0, 0, 0, 60007, 0, 60007]
     stats = running.emulator.traffic.of("im_open_login_svc/account_check")
     assert (stats.arrivals, stats.admitted, stats.max_window_arrivals) == (7, 5, 6)
+    assert stats.as_json()["max_window_at_s"] == 1.0
 
 
 async def test_rate_limit_and_code_are_settings(

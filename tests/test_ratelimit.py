@@ -12,9 +12,16 @@ from batchedit.ratelimit import AdaptiveLimiter
 from tests.vclock import run_virtual
 
 
+async def _take(limiter: AdaptiveLimiter) -> float:
+    """A grant whose request leaves at once."""
+    granted = await limiter.acquire()
+    limiter.departed(granted)
+    return granted
+
+
 async def _grant_times(limiter: AdaptiveLimiter, count: int) -> list[float]:
     """Ask for ``count`` grants as fast as they come."""
-    return [await limiter.acquire() for _ in range(count)]
+    return [await _take(limiter) for _ in range(count)]
 
 
 def _grants(count: int, rate: float, lateness: float = 0.0, **options: float) -> list[float]:
@@ -52,7 +59,7 @@ def test_concurrent_acquirers_never_overrun_even_through_cuts() -> None:
 
         async def worker() -> None:
             while len(times) < 3000:
-                times.append(await limiter.acquire())
+                times.append(await _take(limiter))
                 if len(times) % 100 == 0:
                     limiter.throttled(times[-1])
 
@@ -199,7 +206,7 @@ def test_acquire_serves_waiters_in_order_during_a_recovery() -> None:
 
         async def take(i: int) -> None:
             await asyncio.sleep(i * 0.002)
-            await limiter.acquire()
+            await _take(limiter)
             order.append(i)
 
         await asyncio.gather(*(take(i) for i in range(40)))
@@ -216,7 +223,7 @@ def test_a_cancelled_waiter_does_not_stall_the_others() -> None:
         order: list[int] = []
 
         async def take(i: int) -> None:
-            await limiter.acquire()
+            await _take(limiter)
             order.append(i)
 
         tasks = [asyncio.create_task(take(i)) for i in range(10)]
@@ -233,3 +240,91 @@ def test_rate_must_be_positive() -> None:
     """A zero rate is a programming error (the CLI maps --rate 0 to no limiter at all)."""
     with pytest.raises(ValueError, match="positive"):
         AdaptiveLimiter(0)
+
+
+def _departures(lateness: list[float], rate: float, count: int) -> list[float]:
+    """Departure times of ``count`` requests at ``rate``, each leaving ``lateness[i]`` seconds
+    after its grant (0 past the list), with up to 100 in flight, on a virtual clock."""
+
+    async def body() -> list[float]:
+        limiter = AdaptiveLimiter(rate)
+        left: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def send(i: int) -> None:
+            granted = await limiter.acquire()
+            await asyncio.sleep(lateness[i] if i < len(lateness) else 0.0)
+            limiter.departed(granted)
+            left.append(loop.time())
+
+        tasks = []
+        for i in range(count):
+            tasks.append(asyncio.create_task(send(i)))
+            await asyncio.sleep(0)
+            if len(tasks) >= 100:
+                await tasks.pop(0)
+        await asyncio.gather(*tasks)
+        return sorted(left)
+
+    return run_virtual(body())
+
+
+def test_requests_that_leave_late_are_counted_from_when_they_left() -> None:
+    """The first 40 requests wait 25 ms for new connections, the rest leave at once: still no
+    second of departures holds more than the rate (counted from their grants, some would)."""
+    left = _departures([0.025] * 40, 200, 1200)
+    assert _max_in_window(left) <= 200
+
+
+def test_a_request_slow_to_leave_counts_in_every_window_until_it_leaves() -> None:
+    """A request that takes 2.5 s to get its connection is counted all that time: when it does
+    leave, the window it lands in still holds no more than the rate."""
+    left = _departures([2.5], 10, 60)
+    assert _max_in_window(left) <= 10
+
+
+def test_a_limit_of_requests_all_waiting_to_leave_holds_the_next_grant() -> None:
+    """With the rate's worth of requests granted and none gone yet, the next grant waits for one
+    to leave, then for that one to leave the window."""
+
+    async def body() -> float:
+        limiter = AdaptiveLimiter(3)
+        loop = asyncio.get_running_loop()
+        granted = [await limiter.acquire() for _ in range(3)]
+        waiter = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(5)
+        assert not waiter.done()
+        limiter.departed(granted[0])
+        left = loop.time()
+        return await waiter - left
+
+    assert run_virtual(body()) == pytest.approx(1.005, abs=1e-6)
+
+
+def test_a_predecessors_last_second_is_honoured() -> None:
+    """A resumed run that follows a predecessor's 200 requests of the last second sends its
+    first only as the oldest of them leaves the window, and no window of both runs together
+    holds more than the rate."""
+
+    async def body() -> tuple[list[float], list[float]]:
+        limiter = AdaptiveLimiter(200)
+        now = asyncio.get_running_loop().time()
+        before = [now - 1.0 + i * 0.005 for i in range(200)]
+        limiter.follow(before)
+        return before, await _grant_times(limiter, 400)
+
+    before, after = run_virtual(body(), start=100.0)
+    assert after[0] == pytest.approx(before[0] + 1.005, abs=1e-6)
+    assert _max_in_window(before + after, 1.005) <= 200
+
+
+def test_an_unknown_predecessor_is_assumed_to_have_spent_the_window() -> None:
+    """When what the predecessor sent is not known, the first grant waits one whole window."""
+
+    async def body() -> float:
+        limiter = AdaptiveLimiter(200)
+        start = asyncio.get_running_loop().time()
+        limiter.follow(None)
+        return await _take(limiter) - start
+
+    assert run_virtual(body()) == pytest.approx(1.005, abs=1e-6)

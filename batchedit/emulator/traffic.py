@@ -4,7 +4,8 @@ For each API it keeps the arrivals and admissions of the last second. Admission 
 service's frequency limit: at most ``limit`` admitted requests in any sliding 1-second window
 (spec section 2, "200 calls/second"); the excess is refused and not counted as admitted. The
 largest number of *arrivals* seen in any sliding second, admitted or not, is how a client's rate
-compliance is judged.
+compliance is judged; when that busiest second first ended, counted from the first arrival, says
+whether it came at the start (connections still opening) or later.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ class ApiTraffic:
     arrivals: int = 0
     admitted: int = 0
     max_window_arrivals: int = 0
+    max_window_at: float = 0.0
+    """Seconds from the first arrival to the arrival that first made the busiest window."""
     codes: Counter[int] = field(default_factory=Counter)
     http_statuses: Counter[int] = field(default_factory=Counter)
     max_inflight_same_key: int = 0
+    _first: float | None = None
     _arrived: SlidingCount = field(default_factory=SlidingCount)
     _admitted: SlidingCount = field(default_factory=SlidingCount)
     _inflight: Counter[str] = field(default_factory=Counter)
@@ -55,7 +59,12 @@ class ApiTraffic:
     def arrive(self, now: float, limit: int | None) -> bool:
         """Count an arrival at ``now``; ``True`` when it is admitted under ``limit`` per second."""
         self.arrivals += 1
-        self.max_window_arrivals = max(self.max_window_arrivals, self._arrived.add(now))
+        if self._first is None:
+            self._first = now
+        in_window = self._arrived.add(now)
+        if in_window > self.max_window_arrivals:
+            self.max_window_arrivals = in_window
+            self.max_window_at = now - self._first
         if limit is not None and self._admitted.count(now) >= limit:
             return False
         self._admitted.add(now)
@@ -79,6 +88,7 @@ class ApiTraffic:
             "arrivals": self.arrivals,
             "admitted": self.admitted,
             "max_window_arrivals": self.max_window_arrivals,
+            "max_window_at_s": round(self.max_window_at, 6),
             "codes": {str(code): n for code, n in sorted(self.codes.items())},
             "http_statuses": {str(s): n for s, n in sorted(self.http_statuses.items())},
             "max_inflight_same_key": self.max_inflight_same_key,

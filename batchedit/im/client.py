@@ -13,6 +13,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -20,6 +21,8 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from batchedit.im.auth import SigSource
@@ -225,6 +228,29 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
+_ON_DEPARTURE: ContextVar[Callable[[], None] | None] = ContextVar("on_departure", default=None)
+"""The ``on_departure`` of the :meth:`ImClient.call_raw` running in this task, until it is told."""
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A connector that tells the request it connects (see :meth:`ImClient.call_raw`) when it has
+    its connection, new or reused: the moment it leaves."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, overridden
+    ) -> Connection:
+        # aiohttp connects in the task that called session.post, so the variable is the caller's.
+        connection = await super().connect(req, traces, timeout)
+        on_departure = _ON_DEPARTURE.get()
+        if on_departure is not None:
+            _ON_DEPARTURE.set(None)
+            on_departure()
+        return connection
+
+
 class ImClient:
     """An async context manager over one keep-alive ``ClientSession`` to one IM endpoint.
 
@@ -256,7 +282,7 @@ class ImClient:
     async def __aenter__(self) -> ImClient:
         # Long keep-alive: a new connection costs a handshake, and a request that waits for one
         # reaches the server late, squeezing the requests behind it into the same second.
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=60,
@@ -297,18 +323,29 @@ class ImClient:
         """POST ``body`` to ``v4/<api>`` (e.g. ``openim/modify_c2c_msg``) and return the answer."""
         return await self.call_raw(api, orjson.dumps(body))
 
-    async def call_raw(self, api: str, payload: bytes) -> Reply:
+    async def call_raw(
+        self, api: str, payload: bytes, on_departure: Callable[[], None] | None = None
+    ) -> Reply:
         """As :meth:`call`, with the JSON body already encoded.
 
         Every text of the answer that reaches ``Reply.info`` passes :func:`network_text`: a
         proxy that echoes the request URL cannot leak the UserSig. An answer over
-        :data:`MAX_ANSWER_BYTES` is an error without an envelope.
+        :data:`MAX_ANSWER_BYTES` is an error without an envelope. ``on_departure()`` is called
+        once the request has its connection, just before it is written (not at all if it never
+        gets one); it must not raise.
         """
         if self._session is None:
             raise RuntimeError("ImClient used outside 'async with'")
+        told = _ON_DEPARTURE.set(on_departure)
+        try:
+            return await self._post(self._session, api, payload)
+        finally:
+            _ON_DEPARTURE.reset(told)
+
+    async def _post(self, session: aiohttp.ClientSession, api: str, payload: bytes) -> Reply:
         start = time.perf_counter()
         try:
-            async with self._session.post(
+            async with session.post(
                 self._url(api), data=payload, headers=_JSON_HEADERS
             ) as response:
                 status = response.status
