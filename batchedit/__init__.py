@@ -2,30 +2,45 @@
 
 from batchedit.backup import undo_edits
 from batchedit.im.auth import Secret, SigSource
-from batchedit.im.client import ImClient, Reply, RoamMessage, redact, resolve_endpoint
+from batchedit.im.client import (
+    MODIFY,
+    ROAM,
+    ImClient,
+    Reply,
+    RoamMessage,
+    redact,
+    resolve_endpoint,
+)
 from batchedit.im.errors import ApiError, ConfigError, ErrorClass, classify
 from batchedit.im.errors import ImError as BatchEditError
 from batchedit.im.history import find_message, iter_history
 from batchedit.im.tls import client_context
 from batchedit.im.usersig import SigVerdict
 from batchedit.outcomes import Outcome, Status, Summary
-from batchedit.plan import PlanStats, Rules, plan_edits, run_plan
+from batchedit.plan import plan_callbacks, plan_edits, run_callbacks_plan, run_plan
+from batchedit.planner import PlanStats, Problem
 from batchedit.progress import Observer, Progress
 from batchedit.retry import RetryPolicy
+from batchedit.rules import CcdEdit, Rules
 from batchedit.runner import RunConfig, run_batch
-from batchedit.sender import RunControl
-from batchedit.wiring import ApiConfig
+from batchedit.sender import RunControl, RunState, Sender
+from batchedit.transform import Transform
+from batchedit.wiring import ApiConfig, Senders
 
 __all__ = [
+    "MODIFY",
+    "ROAM",
     "ApiConfig",
     "ApiError",
     "BatchEditError",
+    "CcdEdit",
     "ConfigError",
     "ErrorClass",
     "ImClient",
     "Observer",
     "Outcome",
     "PlanStats",
+    "Problem",
     "Progress",
     "Reply",
     "RetryPolicy",
@@ -33,19 +48,25 @@ __all__ = [
     "Rules",
     "RunConfig",
     "RunControl",
+    "RunState",
     "Secret",
+    "Sender",
+    "Senders",
     "SigSource",
     "SigVerdict",
     "Status",
     "Summary",
+    "Transform",
     "classify",
     "client_context",
     "find_message",
     "iter_history",
+    "plan_callbacks",
     "plan_edits",
     "redact",
     "resolve_endpoint",
     "run_batch",
+    "run_callbacks_plan",
     "run_plan",
     "undo_edits",
 ]
