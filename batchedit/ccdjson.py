@@ -127,8 +127,8 @@ def _insert(text: str, obj: _Object, key: str, value: str) -> str:
     colon = text[last.key_end : last.value_start]
     if len(obj.members) > 1:
         separator = text[obj.members[-2].end : last.start]
-    else:
-        separator = "," + text[obj.start + 1 : last.start]
+    else:  # the space after the brace, else after the colon: {"a": 1} gives {"a": 1, "v": 2}
+        separator = "," + (text[obj.start + 1 : last.start] or colon[len(colon.rstrip()) :])
     return f"{text[: last.end]}{separator}{_key(key)}{colon}{value}{text[last.end :]}"
 
 

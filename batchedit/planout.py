@@ -33,6 +33,10 @@ AHEAD: Final = 1024
 _BATCH: Final = 256
 """Most edits written to a stream at once."""
 
+STOP_WAIT: Final = 2.0
+"""Seconds a stopping plan waits for the write in progress to a stream (a reader that does not
+read blocks it); then the process may end with that line cut short."""
+
 
 async def emitted(emit: Emit, edit: dict[str, Any], before: RoamMessage) -> bool:
     """Hand ``edit`` to ``emit`` (sync or async); whether planning may go on."""
@@ -76,6 +80,7 @@ class _StreamOutput:
         self._room = asyncio.Semaphore(AHEAD)
         self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._drained = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._closed = False
         self.error: str | None = None
         state.on_stop(self._release)
@@ -86,6 +91,7 @@ class _StreamOutput:
     def _release(self) -> None:
         """Free every planner waiting for room: planning stops, or the reader has gone."""
         self._closed = True
+        self._stopped.set()
         for _ in range(AHEAD):
             self._room.release()
 
@@ -98,10 +104,19 @@ class _StreamOutput:
         return True
 
     async def finish(self) -> None:
-        """Wait until every edit handed over is written (or the reader has gone); once the
-        run is stopping, only for the write in progress."""
+        """Wait until every edit handed over is written (or the reader has gone); once
+        planning is stopping, for at most :data:`STOP_WAIT` seconds more (a reader that does
+        not read could hold the write in progress forever)."""
         self._lines.put(None)
-        await self._drained.wait()
+        drained = asyncio.ensure_future(self._drained.wait())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait([drained, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if not drained.done():
+                await asyncio.wait([drained], timeout=STOP_WAIT)
+        finally:
+            drained.cancel()
+            stopped.cancel()
 
     def _drain(self) -> None:
         failed = False
