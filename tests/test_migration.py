@@ -159,3 +159,44 @@ async def test_a_transform_file_renames_a_key_keeps_only_its_messages_and_report
     assert problem.reason == (
         f"the transform raised RuntimeError: cannot migrate {explode} (at fix.py:13)"
     )
+
+
+async def test_a_stale_archive_is_caught_by_the_backed_up_run(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Messages recalled or edited since they were archived: with --backup a recalled one is
+    not edited, one that already reads as planned is not sent, and one edited otherwise keeps
+    its newer content in the backup, for undo."""
+    running = await start_emulator(rate_limit=None)
+    seed_migration(running.emulator.store, conversations=4, per=10)
+    archive = callback_archive(running.emulator.store)
+    out = tmp_path / "plan.jsonl"
+    await run_callbacks_plan(io.BytesIO(archive), MIGRATE, output=out)
+    planned = _edits(out)
+    recalled, migrated, moderated = (
+        running.emulator.store.find(e["From_Account"], e["To_Account"], e["MsgKey"])
+        for e in planned[:3]
+    )
+    assert recalled is not None and migrated is not None and moderated is not None
+    recalled.flag_bits = 8
+    migrated.body = planned[1].get("MsgBody", migrated.body)
+    migrated.cloud_custom_data = planned[1].get("CloudCustomData", migrated.cloud_custom_data)
+    moderated.body = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "[removed]"}}]
+
+    backup = tmp_path / "backup.jsonl"
+    with out.open("rb") as source:
+        await run_batch(source, run_config(running.url, tmp_path, backup=backup))
+    rows = {
+        row["line"]: row
+        for row in map(orjson.loads, (tmp_path / "results.jsonl").read_bytes().splitlines())
+    }
+    assert (rows[1]["outcome"], rows[1]["ErrorInfo"]) == (
+        "failed",
+        "before-image: the message was recalled; edit not sent",
+    )
+    assert rows[2]["outcome"] == "ok"
+    assert rows[2]["note"] == "unchanged: the message already reads so; not sent"
+    assert rows[3]["outcome"] == "ok"
+    images = [orjson.loads(line) for line in backup.read_bytes().splitlines()]
+    assert [image["MsgKey"] for image in images][0] == moderated.key
+    assert images[0]["MsgBody"] == [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "[removed]"}}]
