@@ -3,7 +3,7 @@
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4``. Run one section with
 ``python -m bench SECTION`` (sections: client, rate, plain, memory, resume, backup, tls,
-budget); all by default.
+budget, pipe); all by default.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from batchedit import ImClient, Secret, SigSource, client_context
 from batchedit.im import usersig
 from batchedit.records import line_digest
 from bench.budget import shared_budget
+from bench.pipe import piped_plan
 
 SDKAPPID = 1400000000
 SECRET = "bench-secret-key"
@@ -415,6 +416,11 @@ def section_budget(work: Path) -> None:
     shared_budget(work, emulator, _all_stats, _env)
 
 
+def section_pipe(work: Path) -> None:
+    """Issue 8: `plan --output - | run -` against plan, then run (bench/pipe.py)."""
+    piped_plan(work, emulator, _all_stats, _env)
+
+
 def _all_stats(url: str, ca: Path | None = None) -> dict[str, Any]:
     async def get() -> dict[str, Any]:
         connector = aiohttp.TCPConnector(ssl=client_context(ca))
@@ -437,6 +443,7 @@ SECTIONS: dict[str, Callable[[Path], None]] = {
     "backup": section_backup,
     "tls": section_tls,
     "budget": section_budget,
+    "pipe": section_pipe,
 }
 
 
