@@ -345,8 +345,11 @@ def _opened(output: Path | None, archive: Path | None) -> Iterator[tuple[Target,
     with contextlib.ExitStack() as stack:
         target: Target = output
         if output == STDIO:
-            # Unbuffered, on stdout's descriptor: nothing is left to flush into a closed pipe.
-            target = stack.enter_context(open(sys.stdout.fileno(), "wb", 0, closefd=False))
+            try:
+                # Unbuffered, on stdout's descriptor: nothing is left to flush into a closed pipe.
+                target = stack.enter_context(open(sys.stdout.fileno(), "wb", 0, closefd=False))
+            except (OSError, ValueError):  # stdout is no file (a test harness): write to it
+                target = sys.stdout.buffer
         source: IO[bytes] | None = None
         if archive == STDIO:
             source = stack.enter_context(open(sys.stdin.fileno(), "rb", closefd=False))
