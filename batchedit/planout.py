@@ -103,6 +103,10 @@ class _StreamOutput:
         self._lines.put(orjson.dumps(edit) + b"\n")
         return True
 
+    def abandon(self) -> None:
+        """Let the writer thread end after the write in progress; nobody waits for it."""
+        self._lines.put(None)
+
     async def finish(self) -> None:
         """Wait until every edit handed over is written (or the reader has gone); once
         planning is stopping, for at most :data:`STOP_WAIT` seconds more (a reader that does
@@ -144,9 +148,10 @@ class _StreamOutput:
                     time.sleep(0.01)
                 view = view[written or 0 :]
             self._stream.flush()
-        except (OSError, ValueError) as exc:
-            gone = isinstance(exc, BrokenPipeError | ValueError)
-            self._call(self._failed, "the reader of the output has gone" if gone else str(exc))
+        except Exception as exc:  # any failure of the stream ends the plan with its reason
+            gone = isinstance(exc, BrokenPipeError | ValueError)  # ValueError: it was closed
+            reason = "the reader of the output has gone" if gone else f"{type(exc).__name__}: {exc}"
+            self._call(self._failed, reason)
             return False
         return True
 
@@ -206,3 +211,5 @@ class PlanOutput:
             self._file.close(commit=exc is None and not self._state.stopping)
         if self._stream is not None and exc is None:
             await self._stream.finish()
+        elif self._stream is not None:
+            self._stream.abandon()

@@ -177,7 +177,9 @@ async def test_a_stale_archive_is_caught_by_the_backed_up_run(
         running.emulator.store.find(e["From_Account"], e["To_Account"], e["MsgKey"])
         for e in planned[:3]
     )
-    assert recalled is not None and migrated is not None and moderated is not None
+    assert recalled is not None
+    assert migrated is not None
+    assert moderated is not None
     recalled.flag_bits = 8
     migrated.body = planned[1].get("MsgBody", migrated.body)
     migrated.cloud_custom_data = planned[1].get("CloudCustomData", migrated.cloud_custom_data)
@@ -198,5 +200,5 @@ async def test_a_stale_archive_is_caught_by_the_backed_up_run(
     assert rows[2]["note"] == "unchanged: the message already reads so; not sent"
     assert rows[3]["outcome"] == "ok"
     images = [orjson.loads(line) for line in backup.read_bytes().splitlines()]
-    assert [image["MsgKey"] for image in images][0] == moderated.key
+    assert images[0]["MsgKey"] == moderated.key
     assert images[0]["MsgBody"] == [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "[removed]"}}]
