@@ -177,8 +177,9 @@ def test_a_preview_shows_each_changed_field() -> None:
 def test_plan_piped_into_run_migrates_as_it_plans(
     tmp_path: Path, emulator_process: Callable[..., EmulatorProcess]
 ) -> None:
-    """`plan ... --output - | run - ...`: the stream holds only edit lines, every edit is ok,
-    and the emulator ends in the expected state; the plan's messages are all on stderr."""
+    """`plan --rewrite-url --ccd-rename --ccd-set --output - | run - --backup`: the stream
+    holds only edit lines, every edit is ok, and the emulator ends in the expected state; the
+    plan's messages are all on stderr."""
     store = Store()
     seeded = seed_migration(store, conversations=20, per=20)
     expected = expected_migration(store, seeded)
@@ -197,7 +198,10 @@ def test_plan_piped_into_run_migrates_as_it_plans(
     assert plan.stdout is not None
     results = tmp_path / "results.jsonl"
     run = subprocess.run(
-        [sys.executable, "-m", "batchedit", "run", "-", "--results", str(results), "--quiet"],
+        [
+            *(sys.executable, "-m", "batchedit", "run", "-", "--results", str(results)),
+            *("--backup", str(tmp_path / "backup.jsonl"), "--quiet"),
+        ],
         env=env,
         stdin=plan.stdout,
         capture_output=True,
@@ -283,3 +287,28 @@ def test_ctrl_c_ends_a_plan_whose_reader_does_not_read(tmp_path: Path) -> None:
     assert plan.returncode == 130, err.decode()
     assert b"STOPPED (interrupted): interrupted: in-flight requests were let finish\n" in err
     assert b"Traceback" not in err
+
+
+def test_a_transform_that_fails_on_a_message_names_it_and_plans_the_rest(tmp_path: Path) -> None:
+    """`plan --transform FILE.py:FUNCTION`: a message it raises on is named with its MsgKey
+    and the error (exit 1); the others are planned."""
+    (tmp_path / "fix.py").write_text(
+        "def fix(message):\n"
+        "    if message['MsgKey'].startswith('2_'):\n"
+        "        raise KeyError('label')\n"
+        "    return {'CloudCustomData': 'seen'}\n"
+    )
+    archive = tmp_path / "callbacks.jsonl"
+    archive.write_bytes(b"".join(_payload(f"{i}_1_1790000000") + b"\n" for i in range(1, 4)))
+    out = tmp_path / "plan.jsonl"
+    transform = ["--transform", f"{tmp_path}/fix.py:fix"]
+    result = _runner().invoke(
+        main, ["plan", "--from-callbacks", str(archive), *transform, "--output", str(out)]
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        "not planned: ann -> bob 2_1_1790000000: the transform raised KeyError: 'label' "
+        "(at fix.py:3)\n"
+    ) in result.output
+    planned = [orjson.loads(line)["MsgKey"] for line in out.read_bytes().splitlines()]
+    assert planned == ["1_1_1790000000", "3_1_1790000000"]
