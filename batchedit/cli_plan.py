@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -299,7 +299,7 @@ def plan_command(
     )
     shown = _Preview(preview) if preview is not None else None
 
-    def plan(control: RunControl, target: Target, source: IO[bytes] | None) -> Any:
+    def plan(control: RunControl, target: Target, source: IO[bytes] | None) -> Awaitable[PlanStats]:
         if source is not None:
             return run_callbacks_plan(
                 source,

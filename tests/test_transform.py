@@ -13,7 +13,7 @@ from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
 from batchedit.planner import Planner, Problem
 from batchedit.rules import Rules
-from batchedit.transform import Transform, TransformError
+from batchedit.transform import MESSAGE_FIELDS, Transform, TransformError
 
 BODY: list[Any] = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello"}}]
 
@@ -103,6 +103,7 @@ async def test_sync_and_async_transforms_get_a_copy_of_the_message(tmp_path: Pat
         "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "changed in place"}}],
         "CloudCustomData": '{"tag":"x"}',
     }
+    assert tuple(seen[0]) == MESSAGE_FIELDS
     assert await Transform("later", later)(message) == (BODY, "7_9_1790000000")
     assert await Transform("none", lambda m: None)(message) is None
 
