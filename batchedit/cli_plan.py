@@ -352,7 +352,8 @@ def _opened(output: Path | None, archive: Path | None) -> Iterator[tuple[Target,
                 target = sys.stdout.buffer
         source: IO[bytes] | None = None
         if archive == STDIO:
-            source = stack.enter_context(open(sys.stdin.fileno(), "rb", closefd=False))
+            # Never closed: a reading thread may still wait in it, and closing would wait too.
+            source = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 - see above
         elif archive is not None:
             try:
                 source = stack.enter_context(archive.open("rb"))

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import IO, Final
 
 from batchedit.records import read_lines
@@ -23,6 +23,9 @@ BATCH: Final = 512
 AHEAD: Final = 4
 """Most batches read ahead of the loop."""
 
+POLL: Final = 0.2
+"""Seconds between two looks at ``stopping`` while the input is quiet."""
+
 Line = tuple[int, bytes]
 """A 1-based line number and the line (see :func:`batchedit.records.read_lines`)."""
 
@@ -31,8 +34,12 @@ class InputFailed(Exception):
     """Reading the input failed; the message says how."""
 
 
-async def line_batches(stream: IO[bytes]) -> AsyncGenerator[list[Line], None]:
-    """Batches of ``stream``'s lines, as :func:`~batchedit.records.read_lines` gives them.
+async def line_batches(
+    stream: IO[bytes], stopping: Callable[[], bool] = lambda: False
+) -> AsyncGenerator[list[Line], None]:
+    """Batches of ``stream``'s lines, as :func:`~batchedit.records.read_lines` gives them;
+    they end early once ``stopping()`` is true, even while the input is quiet (it is asked
+    every :data:`POLL` seconds then).
 
     Raises :class:`InputFailed` when reading fails. Breaking out of the loop early is fine:
     the reading thread stops at its next hand-over, or is left behind in a read that waits.
@@ -69,7 +76,12 @@ async def line_batches(stream: IO[bytes]) -> AsyncGenerator[list[Line], None]:
     threading.Thread(target=produce, name="batchedit-lines", daemon=True).start()
     try:
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), POLL)
+            except TimeoutError:
+                if stopping():
+                    return
+                continue
             if item is None:
                 return
             if isinstance(item, BaseException):

@@ -125,7 +125,7 @@ async def plan_callbacks(
     planner = Planner(rules, transform, stats)
     seen: set[MessageId] = set()
     try:
-        async with contextlib.aclosing(line_batches(archive)) as batches:
+        async with contextlib.aclosing(line_batches(archive, stopping)) as batches:
             async for batch in batches:
                 for number, raw in batch:
                     if stopping():

@@ -312,3 +312,24 @@ def test_a_transform_that_fails_on_a_message_names_it_and_plans_the_rest(tmp_pat
     ) in result.output
     planned = [orjson.loads(line)["MsgKey"] for line in out.read_bytes().splitlines()]
     assert planned == ["1_1_1790000000", "3_1_1790000000"]
+
+
+def test_ctrl_c_ends_a_plan_waiting_on_a_quiet_archive(tmp_path: Path) -> None:
+    """`plan --from-callbacks -` on a stdin that stays open and says nothing ends on the
+    first Ctrl-C (exit 130)."""
+    plan = subprocess.Popen(
+        [*PLAN, "--from-callbacks", "-", "--replace", "a", "b", "-o", str(tmp_path / "p.jsonl")],
+        env=cli_env("http://127.0.0.1:9"),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert plan.stderr is not None
+    ready, _, _ = select.select([plan.stderr], [], [], 30)
+    assert ready
+    assert plan.stderr.readline().startswith(b"start: callback archive -")  # signals are wired
+    plan.send_signal(signal.SIGINT)
+    returncode = plan.wait(timeout=60)  # stdin stays open and quiet all along
+    _, err = plan.communicate(timeout=60)
+    assert returncode == 130, err.decode()
+    assert b"STOPPED (interrupted)" in err
+    assert not (tmp_path / "p.jsonl").exists()
