@@ -324,6 +324,8 @@ class BeforeImages:
                 f"before-image not found: no message {record.msg_key} from "
                 f"{record.from_account} to {record.to_account} in its second; edit not sent",
             )
+        if message.recalled:
+            return Skip(Status.FAILED, "before-image: the message was recalled; edit not sent")
         if not self._send_unchanged and changes_nothing(record, message):
             return Skip(Status.OK, "", 0, "unchanged: the message already reads so; not sent")
         note = None

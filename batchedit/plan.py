@@ -1,240 +1,52 @@
-"""Writing an edit file from history: page through conversations, apply rewrite rules.
+"""Planning edits: read messages (from history, or from a callback archive), decide each
+message's edit (:mod:`batchedit.planner`), and write the edits out (:mod:`batchedit.planout`).
 
-Each conversation is read once, from the first user's view: ``admin_getroammsg`` returns both
-directions (spec section 3), and each message's own ``From_Account``/``To_Account`` is what the
-edit names. Recalled messages (``MsgFlagBits`` 8) are skipped; only messages the rules actually
-change become edit records.
+From history, each conversation is read once, from the first user's view: ``admin_getroammsg``
+returns both directions (spec section 3), and each message's own ``From_Account``/``To_Account``
+is what the edit names. Recalled messages (``MsgFlagBits`` 8) are skipped. From an archive of
+``C2C.CallbackAfterSendMsg`` payloads nothing is read from the API at all. Only messages the
+transform and rules actually change become edit records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import csv
-import datetime as dt
-import re
-import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import orjson
-
+from batchedit.callbacks import BadLine, Skipped, parse_callback
 from batchedit.im.client import ROAM, Caller, RoamMessage, redact
 from batchedit.im.errors import ApiError, ConfigError
 from batchedit.im.history import iter_history
 from batchedit.im.tls import check_certificate, client_context
+from batchedit.linefeed import InputFailed, line_batches
+from batchedit.planner import Planner, PlanStats, require_rules
+from batchedit.planout import Emit, PlanOutput, emitted
 from batchedit.preflight import check_plan_files, start_lines
 from batchedit.progress import Observer, Progress, ticking
-from batchedit.records import MAX_LINE_BYTES, TOO_LONG, read_lines
-from batchedit.sender import RunControl
+from batchedit.records import MessageId
+from batchedit.rules import Rules
+from batchedit.sender import RunControl, RunState
+from batchedit.transform import Transform
 from batchedit.wiring import ApiConfig, Senders
 
-TEMPLATE_FIELDS = ("MsgKey", "From_Account", "To_Account", "MsgTimeStamp", "CloudCustomData")
-"""The ``$names`` a ``--set-cloud-custom-data`` template may use."""
+REPEATED: str = "repeated payloads (a message given again)"
+"""The :attr:`PlanStats.skipped` kind of an archive payload seen before."""
 
 
-def parse_template(text: str) -> string.Template:
-    """A CloudCustomData template; ``$CloudCustomData`` is the current value ("" if none)."""
-    template = string.Template(text)
-    try:
-        template.substitute(dict.fromkeys(TEMPLATE_FIELDS, ""))
-    except (KeyError, ValueError) as exc:
-        known = ", ".join(f"${name}" for name in TEMPLATE_FIELDS)
-        raise ConfigError(f"bad template {text!r} ({exc}); it may use {known}") from None
-    return template
-
-
-def compile_replacement(pattern: str, replacement: str) -> tuple[re.Pattern[str], str]:
-    """A ``--replace`` rule; a bad regex or replacement raises :class:`ConfigError`."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"bad --replace regex {pattern!r}: {exc}") from None
-    _check_replacement(compiled, replacement)
-    return compiled, replacement
-
-
-def _check_replacement(pattern: re.Pattern[str], replacement: str) -> None:
-    """Raise :class:`ConfigError` now for a replacement that names a group ``pattern`` lacks
-    (``\\9``) or holds a bad escape, rather than on the first message it meets."""
-    # The same groups, matching the empty string: expanding the replacement once checks it.
-    names = {number: name for name, number in pattern.groupindex.items()}
-    groups = "".join(
-        f"(?P<{names[n]}>)" if n in names else "()" for n in range(1, pattern.groups + 1)
-    )
-    try:
-        re.sub(groups, replacement, "", count=1)
-    except (re.error, IndexError) as exc:
-        raise ConfigError(f"bad --replace replacement {replacement!r}: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What to change: regex replacements in texts, and/or a new CloudCustomData.
-
-    ``replacements`` apply in order to the ``Text`` of every TIMTextElem, and with
-    ``custom_desc`` to the ``Desc`` of TIMCustomElem; ``cloud_custom_data`` is a template.
-    """
-
-    replacements: tuple[tuple[re.Pattern[str], str], ...] = ()
-    custom_desc: bool = False
-    cloud_custom_data: string.Template | None = None
-
-    def __post_init__(self) -> None:
-        if not self.replacements and self.cloud_custom_data is None:
-            raise ConfigError("no rules: give --replace and/or --set-cloud-custom-data")
-        for pattern, replacement in self.replacements:
-            _check_replacement(pattern, replacement)
-
-    def _rewrite_text(self, text: str) -> str:
-        for pattern, replacement in self.replacements:
-            text = pattern.sub(replacement, text)
-        return text
-
-    def rewrite(self, message: RoamMessage) -> dict[str, Any] | None:
-        """The edit record for ``message``, or ``None`` when the rules change nothing."""
-        body = copy.deepcopy(message.body)
-        for element in body:
-            content = element.get("MsgContent") if isinstance(element, dict) else None
-            if not isinstance(content, dict):
-                continue
-            kind = element.get("MsgType")
-            name = "Text" if kind == "TIMTextElem" else "Desc"
-            wanted = kind == "TIMTextElem" or (self.custom_desc and kind == "TIMCustomElem")
-            if wanted and isinstance(content.get(name), str):
-                content[name] = self._rewrite_text(content[name])
-        edit: dict[str, Any] = {
-            "From_Account": message.from_account,
-            "To_Account": message.to_account,
-            "MsgKey": message.msg_key,
-        }
-        if body != message.body:
-            edit["MsgBody"] = body
-        if self.cloud_custom_data is not None:
-            current = message.cloud_custom_data or ""
-            new = self.cloud_custom_data.substitute(
-                MsgKey=message.msg_key,
-                From_Account=message.from_account,
-                To_Account=message.to_account,
-                MsgTimeStamp=message.msg_timestamp,
-                CloudCustomData=current,
-            )
-            if new != current:
-                edit["CloudCustomData"] = new
-        return edit if len(edit) > 3 else None
-
-
-def parse_when(text: str, *, end: bool = False) -> int:
-    """UNIX seconds from ``1700000000``, ``2026-11-20`` or ``2026-11-20T10:00:00[+08:00]``.
-
-    Times without a zone are UTC; a bare date means its first second, or with ``end`` its last.
-    """
-    if text.isdigit():
-        return int(text)
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-            return int(start.timestamp()) + (86399 if end else 0)
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"cannot read the time {text!r}: give UNIX seconds, YYYY-MM-DD or an ISO date-time"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp())
-
-
-@dataclass(frozen=True, slots=True)
-class BadPair:
-    """A line of the pairs file that names no conversation."""
-
-    line: int
-    reason: str
-
-
-def read_pairs(path: Path) -> Iterator[tuple[str, str] | BadPair]:
-    """Conversations from a CSV (two UserID columns, no header) or JSONL file (``["a", "b"]``,
-    an object with ``From_Account`` and ``To_Account``, or one with two string values), each
-    conversation once. A line that names no conversation (binary garbage, too long, anything)
-    is a :class:`BadPair`; a file that cannot be read raises :class:`ConfigError`."""
-    seen: set[tuple[str, str]] = set()
-    as_csv = path.suffix.lower() == ".csv"
-    try:
-        stream = path.open("rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    with stream:
-        for number, raw in read_lines(stream):
-            values = _pair_values(raw, as_csv)
-            if isinstance(values, str):
-                yield BadPair(number, f"pairs line {number}: {values}")
-                continue
-            if values is None:
-                continue
-            a, b = values
-            key = (a, b) if a <= b else (b, a)
-            if a != b and key not in seen:
-                seen.add(key)
-                yield (a, b)
-
-
-def _pair_values(raw: bytes, as_csv: bool) -> tuple[str, str] | str | None:
-    """The two UserIDs of a pairs line, ``None`` for a blank line, else what is wrong."""
-    if raw is TOO_LONG:
-        return f"longer than {MAX_LINE_BYTES} bytes, not read"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not valid UTF-8 (byte {exc.start + 1})"
-    if not text.strip():
-        return None
-    row: Any
-    if as_csv:
-        row = next(csv.reader([text]), [])
-    else:
-        try:
-            row = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            row = text.strip()
-    if isinstance(row, dict):
-        # An edit file or ``--demo-targets`` output names its conversations this way.
-        both = "From_Account" in row and "To_Account" in row
-        row = [row["From_Account"], row["To_Account"]] if both else list(row.values())
-    if (
-        isinstance(row, list)
-        and len(row) == 2
-        and all(isinstance(v, str) and v.strip() for v in row)
-    ):
-        return row[0].strip(), row[1].strip()
-    shown = repr(row)
-    return f"expected two UserIDs, got {shown[:80]}{'...' if len(shown) > 80 else ''}"
-
-
-@dataclass(slots=True)
-class PlanStats:
-    """What a plan read and wrote, and how it ended (``stopped`` as in a run's summary)."""
-
-    conversations: int = 0
-    failed_conversations: list[str] = field(default_factory=list)
-    messages: int = 0
-    recalled: int = 0
-    planned: int = 0
-    stopped_early: bool = False
-    """A preview had shown enough."""
-    requests: int = 0
-    """``admin_getroammsg`` requests made (``run_plan`` only)."""
-    error: str | None = None
-    """What stopped planning that was no API answer: an odd answer, or an output that failed."""
-    stopped: str | None = None
-    reason: str = ""
-    elapsed: float = 0.0
-    """Seconds."""
+async def _offer(planner: Planner, message: RoamMessage, emit: Emit) -> bool:
+    """Plan ``message``; whether planning may go on."""
+    edit = await planner.edit(message)
+    if not isinstance(edit, dict):
+        return True
+    planner.stats.planned += 1
+    if await emitted(emit, edit, message):
+        return True
+    planner.stats.stopped_early = True
+    return False
 
 
 async def plan_edits(
@@ -243,8 +55,9 @@ async def plan_edits(
     until: int,
     rules: Rules,
     call: Caller,
-    emit: Callable[[dict[str, Any], RoamMessage], bool],
+    emit: Emit,
     *,
+    transform: Transform | None = None,
     concurrency: int = 8,
     stats: PlanStats | None = None,
     stopping: Callable[[], bool] = lambda: False,
@@ -252,13 +65,14 @@ async def plan_edits(
     """Read every conversation in ``[since, until]`` and ``emit(edit, before)`` each change.
 
     ``call`` sends the ``admin_getroammsg`` requests (wrap it for rate and retries); ``emit``
-    returns ``False`` to stop planning (a preview that has shown enough). Up to ``concurrency``
-    conversations are read at once. A conversation that cannot be read is noted in
-    ``failed_conversations`` and skipped. Planning ends early once ``stopping()`` is true, or
-    on any other error (an answer this code cannot read, an ``emit`` that raised), which is
-    noted in ``error``.
+    (sync or async) returns ``False`` to stop planning (a preview that has shown enough). Up to
+    ``concurrency`` conversations are read at once. A conversation that cannot be read is noted
+    in ``failed_conversations`` and skipped; a message the transform or rules fail on, in
+    ``problems``. Planning ends early once ``stopping()`` is true, or on any other error (an
+    answer this code cannot read, an ``emit`` that raised), which is noted in ``error``.
     """
     stats = stats or PlanStats()
+    planner = Planner(rules, transform, stats)
     pending = iter(pairs)
     stop = asyncio.Event()
 
@@ -271,14 +85,8 @@ async def plan_edits(
                     stats.messages += 1
                     if message.recalled:
                         stats.recalled += 1
-                        continue
-                    edit = rules.rewrite(message)
-                    if edit is None:
-                        continue
-                    stats.planned += 1
-                    if not emit(edit, message):
+                    elif not await _offer(planner, message, emit):
                         stop.set()
-                        stats.stopped_early = True
                         return
             except ApiError as exc:
                 if stopping():
@@ -294,6 +102,105 @@ async def plan_edits(
     return stats
 
 
+async def plan_callbacks(
+    archive: IO[bytes],
+    rules: Rules,
+    emit: Emit,
+    *,
+    transform: Transform | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    stats: PlanStats | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> PlanStats:
+    """Plan from an archive of ``C2C.CallbackAfterSendMsg`` payloads (JSONL), sending nothing.
+
+    Each message is planned once (a payload given again is counted in ``skipped``), in archive
+    order, if its ``MsgTime`` is in ``[since, until]`` (each bound optional). A damaged line is
+    noted in ``bad_lines`` and skipped; payloads of other callbacks and of messages never
+    stored are counted in ``skipped``. Ends early as :func:`plan_edits` does; an archive that
+    cannot be read is noted in ``error``.
+    """
+    stats = stats or PlanStats()
+    planner = Planner(rules, transform, stats)
+    seen: set[MessageId] = set()
+    try:
+        async with contextlib.aclosing(line_batches(archive, stopping)) as batches:
+            async for batch in batches:
+                for number, raw in batch:
+                    if stopping():
+                        return stats
+                    stats.archive_lines = number
+                    message = _archived(parse_callback(number, raw), stats, seen, since, until)
+                    if message is not None and not await _offer(planner, message, emit):
+                        return stats
+    except InputFailed as exc:
+        stats.error = f"cannot read the archive: {exc}"
+    except Exception as exc:  # an emit or a bug that failed: stop planning, say why
+        stats.error = redact(f"{type(exc).__name__}: {exc}")
+    return stats
+
+
+def _archived(
+    item: RoamMessage | BadLine | Skipped | None,
+    stats: PlanStats,
+    seen: set[MessageId],
+    since: int | None,
+    until: int | None,
+) -> RoamMessage | None:
+    """The message of an archive line to plan, or ``None`` (the line counted in ``stats``)."""
+    if item is None or isinstance(item, BadLine | Skipped):
+        if isinstance(item, BadLine):
+            stats.bad_lines.append(item)
+        elif isinstance(item, Skipped):
+            stats.skipped[item.kind] += 1
+        return None
+    stamp = item.msg_timestamp
+    if (since is not None and stamp < since) or (until is not None and stamp > until):
+        stats.skipped["messages outside --since/--until"] += 1
+        return None
+    key = (item.from_account, item.to_account, item.msg_key)
+    if key in seen:
+        stats.skipped[REPEATED] += 1
+        return None
+    seen.add(key)
+    stats.messages += 1
+    return item
+
+
+def _target(output: Path | IO[bytes] | None, preview: Emit | None) -> Path | IO[bytes] | Emit:
+    if output is not None and preview is None:
+        return output
+    if preview is not None and output is None:
+        return preview
+    raise ConfigError("give exactly one of output and preview")
+
+
+async def _write_plan(
+    target: Path | IO[bytes] | Emit,
+    state: RunState,
+    stats: PlanStats,
+    observer: Observer | None,
+    progress: Callable[[], Progress],
+    planning: Callable[[Emit], Awaitable[object]],
+) -> None:
+    """Run ``planning(emit)`` into ``target`` with progress ticks; a planning error or an
+    output that failed stops the plan as fatal (a file is then not written)."""
+    async with ticking(observer, progress), PlanOutput(target, state) as out:
+        await planning(out.emit)
+        if stats.error is not None:
+            state.stop("fatal", stats.error)
+    if out.error is not None:
+        stats.error = stats.error or out.error
+        state.stop("fatal", f"{out.error}; the edits written so far are whole lines")
+
+
+def _ended(stats: PlanStats, state: RunState, started: float) -> PlanStats:
+    stats.stopped, stats.reason = state.stopped, state.reason
+    stats.elapsed = time.monotonic() - started
+    return stats
+
+
 async def run_plan(
     pairs: Sequence[tuple[str, str]],
     since: int,
@@ -301,27 +208,30 @@ async def run_plan(
     rules: Rules,
     config: ApiConfig,
     *,
-    output: Path | None = None,
+    output: Path | IO[bytes] | None = None,
     pairs_file: Path | None = None,
-    preview: Callable[[dict[str, Any], RoamMessage], bool] | None = None,
+    preview: Emit | None = None,
     observer: Observer | None = None,
     control: RunControl | None = None,
+    transform: Transform | None = None,
 ) -> PlanStats:
     """Plan edits from the history of ``pairs``, sending through ``config``.
 
-    Either write them to ``output`` (JSONL, ready for ``run_batch``: written to
-    ``OUTPUT.partial`` and renamed when complete; nothing is left if planning stops early), or
+    Either write them to ``output``: a path (JSONL, ready for ``run_batch``: written to
+    ``OUTPUT.partial`` and renamed when complete; nothing is left if planning stops early) or a
+    binary stream (each edit as it is planned, e.g. stdout piped into ``batchedit run -``); or
     hand each to ``preview`` (return ``False`` once it has shown enough). At most
-    ``config.concurrency`` (and 32) conversations are read at once. A fatal answer, an error or
-    ``control`` stops planning; ``stopped`` and ``reason`` say why. ``pairs_file``, the file the
-    pairs came from, is named in the start line and may not be ``output``.
+    ``config.concurrency`` (and 32) conversations are read at once. A fatal answer, an error,
+    an output that fails or ``control`` stops planning; ``stopped`` and ``reason`` say why.
+    ``pairs_file``, the file the pairs came from, is named in the start line and may not be
+    ``output``.
 
-    Raises :class:`ConfigError` before the first request when ``output`` cannot be written or is
-    ``pairs_file``, or the https endpoint's certificate does not verify.
+    Raises :class:`ConfigError` before the first request when there are no rules, ``output``
+    cannot be written or is ``pairs_file``, or the https endpoint's certificate does not verify.
     """
-    if (output is None) == (preview is None):
-        raise ConfigError("give exactly one of output and preview")
-    if output is not None and pairs_file is not None:
+    target = _target(output, preview)
+    require_rules(rules, transform)
+    if isinstance(output, Path) and pairs_file is not None:
         check_plan_files(pairs_file, output)
     if config.sig is None:
         raise ConfigError("planning needs an endpoint and credentials")
@@ -336,81 +246,91 @@ async def run_plan(
     state = control.state
     stats = PlanStats()
     started = time.monotonic()
-    partial = output.with_name(output.name + ".partial") if output is not None else None
-    try:
-        await _plan(pairs, since, until, rules, config, stats, partial, preview, observer, control)
-        if stats.error is not None:
-            state.stop("fatal", stats.error)
-        if partial is not None and output is not None and not state.stopping:
-            partial.replace(output)
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)  # still there only if planning did not complete
-    stats.stopped, stats.reason = state.stopped, state.reason
-    stats.elapsed = time.monotonic() - started
-    return stats
-
-
-async def _plan(
-    pairs: Sequence[tuple[str, str]],
-    since: int,
-    until: int,
-    rules: Rules,
-    config: ApiConfig,
-    stats: PlanStats,
-    partial: Path | None,
-    preview: Callable[[dict[str, Any], RoamMessage], bool] | None,
-    observer: Observer | None,
-    control: RunControl,
-) -> None:
-    state = control.state
 
     def count(_: float) -> None:
         stats.requests += 1
 
-    async with contextlib.AsyncExitStack() as stack:
-        senders = await stack.enter_async_context(Senders(config, state))
-        reads = senders.sender(ROAM, count)
+    async def work() -> None:
+        async with Senders(config, state) as senders:
+            reads = senders.sender(ROAM, count)
 
-        def progress() -> Progress:
-            counts = {"messages": stats.messages, "planned": stats.planned}
-            return Progress(
-                stats.conversations,
-                {**counts, "requests": stats.requests},
-                unit="conversations",
-                rate=reads.limiter.rate() if reads.limiter else None,
-                limits=reads.limiter.stats() if reads.limiter else None,
-            )
+            def progress() -> Progress:
+                counts = {"messages": stats.messages, "planned": stats.planned}
+                return Progress(
+                    stats.conversations,
+                    {**counts, "requests": stats.requests},
+                    unit="conversations",
+                    rate=reads.limiter.rate() if reads.limiter else None,
+                    limits=reads.limiter.stats() if reads.limiter else None,
+                )
 
-        await stack.enter_async_context(ticking(observer, progress))
-        if partial is not None:
-            emit = _writer(stack.enter_context(_create(partial)))
-        elif preview is not None:
-            emit = preview
-        planning = plan_edits(
-            pairs,
-            since,
-            until,
+            def planning(emit: Emit) -> Awaitable[PlanStats]:
+                return plan_edits(
+                    pairs,
+                    since,
+                    until,
+                    rules,
+                    reads.call,
+                    emit,
+                    transform=transform,
+                    concurrency=min(config.concurrency, 32),
+                    stats=stats,
+                    stopping=lambda: state.stopping,
+                )
+
+            await _write_plan(target, state, stats, observer, progress, planning)
+
+    await control.finish(work())
+    return _ended(stats, state, started)
+
+
+async def run_callbacks_plan(
+    archive: IO[bytes],
+    rules: Rules,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    output: Path | IO[bytes] | None = None,
+    archive_file: Path | None = None,
+    preview: Emit | None = None,
+    observer: Observer | None = None,
+    control: RunControl | None = None,
+    transform: Transform | None = None,
+) -> PlanStats:
+    """Plan edits from ``archive`` (see :func:`plan_callbacks`) with no API request at all;
+    ``output``, ``preview``, ``observer`` and ``control`` as for :func:`run_plan`.
+    ``archive_file``, the file ``archive`` reads, may not be ``output``.
+
+    Raises :class:`ConfigError` before reading when there are no rules, or ``output`` cannot be
+    written or is ``archive_file``.
+    """
+    target = _target(output, preview)
+    require_rules(rules, transform)
+    if isinstance(output, Path) and archive_file is not None:
+        check_plan_files(archive_file, output, role="--from-callbacks")
+    if observer is not None:
+        source = str(archive_file) if archive_file is not None else "-"
+        observer.notice(f"start: callback archive {source}, no API requests")
+    control = control or RunControl()
+    state = control.state
+    stats = PlanStats()
+    started = time.monotonic()
+
+    def progress() -> Progress:
+        counts = {"messages": stats.messages, "planned": stats.planned}
+        return Progress(stats.archive_lines, counts, unit="archive lines")
+
+    def planning(emit: Emit) -> Awaitable[PlanStats]:
+        return plan_callbacks(
+            archive,
             rules,
-            reads.call,
             emit,
-            concurrency=min(config.concurrency, 32),
+            transform=transform,
+            since=since,
+            until=until,
             stats=stats,
             stopping=lambda: state.stopping,
         )
-        await control.finish(planning)
 
-
-def _create(path: Path) -> IO[bytes]:
-    try:
-        return path.open("wb")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _writer(out: IO[bytes]) -> Callable[[dict[str, Any], RoamMessage], bool]:
-    def write(edit: dict[str, Any], before: RoamMessage) -> bool:
-        out.write(orjson.dumps(edit) + b"\n")
-        return True
-
-    return write
+    await control.finish(_write_plan(target, state, stats, observer, progress, planning))
+    return _ended(stats, state, started)

@@ -126,11 +126,12 @@ def check_run_files(
             check_writable(role, path)
 
 
-def check_plan_files(pairs: Path, output: Path) -> None:
-    """Refuse a plan whose edit file (or its ``.partial``) is its PAIRS, or cannot be written."""
+def check_plan_files(source: Path, output: Path, role: str = "PAIRS") -> None:
+    """Refuse a plan whose edit file (or its ``.partial``) is the file it reads (``role``:
+    PAIRS, or the callback archive), or cannot be written."""
     partial = output.with_name(output.name + ".partial")
-    check_distinct([("PAIRS", pairs), ("--output", output)])
-    check_distinct([("PAIRS", pairs), ("--output's .partial file", partial)])
+    check_distinct([(role, source), ("--output", output)])
+    check_distinct([(role, source), ("--output's .partial file", partial)])
     check_writable("--output", output)
 
 

@@ -3,8 +3,8 @@
 Every server is a ``batchedit emulator`` subprocess on 127.0.0.1; every run is a ``batchedit run``
 subprocess whose CPU time and peak RSS come from ``wait4`` (helpers in bench/common.py). Run one
 section with ``python -m bench SECTION`` (sections: client, rate, restart, cpu, plain, memory,
-resume, backup, tls, budget); all by default. The sections about the request budget are in
-bench/rate.py and bench/budget.py.
+resume, backup, tls, budget, pipe); all by default. The sections about the request budget are in
+bench/rate.py and bench/budget.py; the piped plan in bench/pipe.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,19 @@ from batchedit import ImClient, Secret, SigSource
 from batchedit.im import usersig
 from batchedit.records import line_digest
 from bench.budget import shared_budget
-from bench.common import ADMIN, SDKAPPID, SECRET, emulator, run_cli, stats, targets_to_edits
+from bench.common import (
+    ADMIN,
+    SDKAPPID,
+    SECRET,
+    all_stats,
+    emulator,
+    env,
+    run_cli,
+    stats,
+    targets_to_edits,
+)
 from bench.rate import section_backup, section_cpu, section_rate, section_restart, section_tls
+from bench.pipe import piped_plan
 
 
 def section_client(work: Path) -> None:
@@ -207,6 +218,11 @@ def section_resume(work: Path) -> None:
     )
 
 
+def section_pipe(work: Path) -> None:
+    """Issue 8: `plan --output - | run -` against plan, then run (bench/pipe.py)."""
+    piped_plan(work, emulator, all_stats, env)
+
+
 SECTIONS: dict[str, Callable[[Path], None]] = {
     "client": section_client,
     "rate": section_rate,
@@ -218,6 +234,7 @@ SECTIONS: dict[str, Callable[[Path], None]] = {
     "backup": section_backup,
     "tls": section_tls,
     "budget": shared_budget,
+    "pipe": section_pipe,
 }
 
 

@@ -251,7 +251,11 @@ def test_emulator_needs_a_secret() -> None:
             ["--replace", "(", "b", "--preview", "1"],
             "Error: bad --replace regex '(': missing ), unterminated subpattern at position 0\n",
         ),
-        (["--preview", "1"], "Error: no rules: give --replace and/or --set-cloud-custom-data\n"),
+        (
+            ["--preview", "1"],
+            "Error: no rules: give --replace, --rewrite-url, --set-cloud-custom-data, --ccd-set, "
+            "--ccd-rename, --ccd-delete or --transform\n",
+        ),
         (
             ["--set-cloud-custom-data", "$Nope", "--preview", "1"],
             "Error: bad template '$Nope' ('Nope'); it may use $MsgKey, $From_Account, $To_Account, "

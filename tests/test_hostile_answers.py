@@ -15,8 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from batchedit import ImClient, Secret, SigSource
-from batchedit.plan import Rules, compile_replacement, plan_edits
+from batchedit.plan import plan_edits
 from batchedit.retry import RetryPolicy
+from batchedit.rules import Rules, compile_replacement
 from batchedit.runner import run_batch
 from tests.conftest import EmulatorFactory, ServerFactory, cli_env
 from tests.helpers import ADMIN, SDKAPPID, SECRET, read_results, seed_messages, write_edits

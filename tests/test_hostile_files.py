@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from batchedit.backup import read_backup
 from batchedit.cli import main
 from batchedit.im.errors import ConfigError
-from batchedit.plan import BadPair, compile_replacement, read_pairs
+from batchedit.pairs import BadPair, read_pairs
 from batchedit.results import ResumeIndex
+from batchedit.rules import compile_replacement
 from batchedit.runner import run_batch
 from tests.conftest import EmulatorFactory, EmulatorProcess, cli_env
 from tests.helpers import read_results, seed_messages, write_edits

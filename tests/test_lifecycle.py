@@ -17,8 +17,9 @@ from batchedit import Secret, SigSource
 from batchedit.emulator import Faults
 from batchedit.im.client import RoamMessage
 from batchedit.outcomes import Outcome, Summary
-from batchedit.plan import Rules, run_plan
+from batchedit.plan import run_plan
 from batchedit.retry import RetryPolicy
+from batchedit.rules import Rules
 from batchedit.runner import RunConfig, run_batch
 from batchedit.sender import RunControl
 from batchedit.wiring import ApiConfig

@@ -19,8 +19,10 @@ from batchedit.cli import exit_code_for
 from batchedit.edits import Edits
 from batchedit.emulator import Message, Store
 from batchedit.im.client import RoamMessage
-from batchedit.plan import BadPair, Rules, parse_template, parse_when, plan_edits, read_pairs
+from batchedit.pairs import BadPair, parse_when, read_pairs
+from batchedit.plan import plan_edits
 from batchedit.retry import RetryPolicy
+from batchedit.rules import Rules, parse_template
 from batchedit.runner import RunConfig, run_batch
 from tests.conftest import ClientFactory, EmulatorFactory, EmulatorProcess, Running, cli_env
 from tests.helpers import ADMIN, SDKAPPID, SECRET, read_results, text_body, write_edits
