@@ -37,8 +37,8 @@ from bench.common import (
     stats,
     targets_to_edits,
 )
-from bench.rate import section_backup, section_cpu, section_rate, section_restart, section_tls
 from bench.pipe import piped_plan
+from bench.rate import section_backup, section_cpu, section_rate, section_restart, section_tls
 
 
 def section_client(work: Path) -> None:

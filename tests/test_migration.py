@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from batchedit import Secret, SigSource
+from batchedit import Edits, ReadBack, Secret, SigSource, read_backup
 from batchedit.emulator import Store
 from batchedit.plan import run_callbacks_plan, run_plan
 from batchedit.retry import RetryPolicy
@@ -85,6 +85,27 @@ async def test_a_migration_moves_every_targeted_url_and_changes_no_other_byte(
     assert summary.statuses["ok"] == summary.sent_records == len(changing)
     assert list(exact_state(running.emulator.store)) == expected
     assert len(backup.read_bytes().splitlines()) == len(changing)
+
+    # The proof a migration ends with: every planned line reads back as the plan says.
+    with out.open("rb") as source:
+        checked = await run_batch(
+            source,
+            run_config(running.url, tmp_path, results=tmp_path / "verify.jsonl"),
+            kind=ReadBack(),
+        )
+    assert checked.all_ok
+    assert checked.statuses["match"] == len(changing)
+
+    # And the way back: undo restores the seed byte for byte.
+    plan = read_backup(backup)
+    with plan.source:
+        undone = await run_batch(
+            plan.source,
+            run_config(running.url, tmp_path, results=tmp_path / "undo.jsonl", read_from=backup),
+            kind=Edits(undo=plan),
+        )
+    assert undone.all_ok
+    assert list(exact_state(running.emulator.store)) == before
 
 
 async def test_a_callback_archive_plans_the_same_edits_with_no_request(
