@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from batchedit.im.errors import ConfigError
+from batchedit.im.history import UINT32_MAX
 from batchedit.records import MAX_LINE_BYTES, TOO_LONG, read_lines
 
 
@@ -19,9 +20,20 @@ def parse_when(text: str, *, end: bool = False) -> int:
     """UNIX seconds from ``1700000000``, ``2026-11-20`` or ``2026-11-20T10:00:00[+08:00]``.
 
     Times without a zone are UTC; a bare date means its first second, or with ``end`` its last.
+    The API takes times as unsigned 32-bit seconds: anything outside that is refused here.
     """
-    if text.isdigit():
-        return int(text)
+    seconds = _seconds(text, end=end)
+    if not 0 <= seconds <= UINT32_MAX:
+        raise ConfigError(
+            f"the time {text!r} is outside what the API takes (UNIX seconds 0 to {UINT32_MAX}, "
+            "up to 2106-02-07)"
+        )
+    return seconds
+
+
+def _seconds(text: str, *, end: bool) -> int:
+    if text.isascii() and text.isdigit():
+        return int(text) if len(text) <= 20 else UINT32_MAX + 1
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text)

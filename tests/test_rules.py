@@ -11,6 +11,7 @@ import pytest
 
 from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
+from batchedit.pairs import parse_when
 from batchedit.planner import Planner, PlanStats, explain_nothing
 from batchedit.rules import CcdEdit, RuleError, Rules, compile_replacement, parse_template
 
@@ -172,3 +173,10 @@ async def test_nothing_planned_says_what_was_seen_and_what_the_rules_read() -> N
         "100 messages: 100 TIMImageElem, 0 with CloudCustomData; "
         "--replace reads TIMTextElem Text only"
     )
+
+
+@pytest.mark.parametrize("text", ["99999999999", "9" * 5000, "2107-01-01", "-5"])
+def test_a_time_outside_the_apis_range_is_refused_before_any_request(text: str) -> None:
+    """--since/--until beyond unsigned 32-bit seconds is a usage error, not 90001 per pair."""
+    with pytest.raises(ConfigError):
+        parse_when(text)
