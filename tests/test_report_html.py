@@ -104,8 +104,32 @@ def test_cli_report_that_cannot_write_its_page_exits_2(tmp_path: Path) -> None:
     page = tmp_path / "missing" / "report.html"
     result = CliRunner().invoke(main, ["report", str(log), "--html", str(page)])
     assert result.exit_code == 2
-    assert result.stderr == f"Error: cannot write {page}: No such file or directory\n"
+    assert result.stderr == f"Error: cannot write --html {page}: no directory {page.parent}\n"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_cli_report_refuses_an_html_page_that_is_one_of_its_logs(tmp_path: Path, how: str) -> None:
+    """--html naming a RESULTS log (itself, a symlink or a hard link to it): exit 2, the log
+    untouched, nothing on stdout."""
+    first, log = tmp_path / "first.jsonl", tmp_path / "results.jsonl"
+    first.write_bytes(row(1))
+    written = row(1, at=START) + row(2, at=START)
+    log.write_bytes(written)
+    page = {"same path": log, "symlink": tmp_path / "page.html", "hard link": tmp_path / "p.html"}[
+        how
+    ]
+    if how == "symlink":
+        page.symlink_to(log)
+    elif how == "hard link":
+        page.hardlink_to(log)
+    result = CliRunner().invoke(main, ["report", str(first), str(log), "--html", str(page)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: RESULTS and --html are the same file ({page}); give each a file of its own\n"
+    )
+    assert result.stdout == ""
+    assert log.read_bytes() == written
 
 
 def test_write_html_error_is_a_report_error(tmp_path: Path) -> None:
