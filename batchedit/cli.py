@@ -362,4 +362,3 @@ def _open(path: Path) -> IO[bytes]:
         return path.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-

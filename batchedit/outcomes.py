@@ -72,6 +72,12 @@ VERIFY_OUTCOMES: Final = Outcomes(
 )
 """``verify``'s outcomes."""
 
+AT_RANGE: Final = (946_684_800.0, 4_102_444_800.0)
+"""The UNIX seconds a results row's ``at`` lies in: from 2000 up to 2100. A row outside was
+not written by a run."""
+LATENCY_MS_LIMIT: Final = 86_400_000.0
+"""A results row's ``latency_ms`` is below this (a day): no attempt lasts so long."""
+
 
 def outcomes_of(statuses: Counter[str]) -> Outcomes:
     """The outcomes of the command whose lines ended so: ``verify``'s, ``undo``'s or ``run``'s."""

@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from batchedit.jsonlog import LogDamaged, read_log
+from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT
 
 _DONE: Final = {"ok": 1, "failed": 0, "invalid": 2}
 """``run``'s outcomes: 1 done, 2 done but never applied, 0 to do again."""
@@ -21,6 +22,8 @@ _DENSE_SLACK: Final = 1 << 20
 """Line numbers up to twice the rows read plus this are kept in flat arrays; rarer, larger ones
 in a dict, so no row, however odd its line number, costs more than a few bytes."""
 _MAX_LINE: Final = 2**63 - 1
+_NUMBER: Final = (int, float)
+_AT_FIRST, _AT_END = AT_RANGE
 
 
 def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
@@ -43,6 +46,11 @@ def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
         value = -1
     if value < 0:
         return "hash: must be 16 hex digits"
+    at, latency = row.get("at", _AT_FIRST), row.get("latency_ms", 0)
+    if type(at) not in _NUMBER or not _AT_FIRST <= at < _AT_END:
+        return "at: must be UNIX seconds from 2000 to 2100"
+    if type(latency) not in _NUMBER or not 0 <= latency < LATENCY_MS_LIMIT:
+        return "latency_ms: must be a number of milliseconds under a day"
     return line, value, codes[outcome]
 
 

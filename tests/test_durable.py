@@ -198,6 +198,12 @@ def test_a_second_run_on_the_same_logs_exits_2_naming_the_first(
         (b'{"line":1,"outcome":"done","hash":"0000000000000000"}', "outcome: must be ok"),
         (b"[1, 2]", "not a JSON object"),
         (b"\xff\xfe garbage", "not JSON"),
+        (b'{"line":1,"outcome":"ok","hash":"0000000000000000","at":1e11}', "at: must be UNIX"),
+        (b'{"line":1,"outcome":"ok","hash":"0000000000000000","at":"x"}', "at: must be UNIX"),
+        (
+            b'{"line":1,"outcome":"ok","hash":"0000000000000000","latency_ms":1e308}',
+            "latency_ms: must be a number",
+        ),
         (b"", "not JSON"),
     ],
 )

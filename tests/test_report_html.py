@@ -87,13 +87,25 @@ def test_cli_report_prints_the_summary_notes_and_writes_the_page(tmp_path: Path)
     assert "rate limit 150/s" in page.read_text(encoding="utf-8")
 
 
-def test_cli_report_of_a_bad_row_exits_2_naming_file_and_line(tmp_path: Path) -> None:
-    """A bad row mid-log: exit 2 and the file, line and fault; no traceback."""
+@pytest.mark.parametrize(
+    ("bad", "fault"),
+    [
+        (b"{oops\n", "not JSON"),
+        (row(2, at=1e308), "'at' is 1e+308, not UNIX seconds from 2000 to 2100"),
+        (row(2, at=-1e12), "'at' is -1000000000000.0, not UNIX seconds from 2000 to 2100"),
+        (row(2, latency_ms=1e308), "'latency_ms' is 1e+308, not under a day"),
+    ],
+)
+def test_cli_report_of_a_bad_row_exits_2_naming_file_and_line(
+    tmp_path: Path, bad: bytes, fault: str
+) -> None:
+    """A bad row mid-log (out-of-range times too): exit 2 and the file, line and fault; no
+    traceback."""
     log = tmp_path / "results.jsonl"
-    log.write_bytes(row(1) + b"{oops\n" + row(3))
+    log.write_bytes(row(1) + bad + row(3))
     result = CliRunner().invoke(main, ["report", str(log)])
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {log} line 2: not a results row: not JSON\n"
+    assert result.stderr == f"Error: {log} line 2: not a results row: {fault}\n"
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
