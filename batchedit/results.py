@@ -13,8 +13,9 @@ from typing import Any, Final
 
 import orjson
 
+from batchedit.im.errors import ConfigError
 from batchedit.jsonlog import LogDamaged, read_log
-from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT
+from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT, commands_giving
 
 _DONE: Final = {"ok": 1, "failed": 0, "invalid": 2}
 """``run``'s outcomes: 1 done, 2 done but never applied, 0 to do again."""
@@ -54,6 +55,26 @@ def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
     return line, value, codes[outcome]
 
 
+def _refuse_another_commands(path: Path, raw: bytes, command: str) -> None:
+    """Raise :class:`ConfigError` if ``raw`` is a row of another command's results log."""
+    try:
+        row: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    outcome = row.get("outcome") if isinstance(row, dict) else None
+    writers = commands_giving(outcome) if isinstance(outcome, str) else ()
+    if writers and command not in writers:
+        whose = " or ".join(_named(writer) for writer in writers)
+        raise ConfigError(
+            f"{path} is the results log of {whose}, not of {_named(command)}: give {command} "
+            "its own --results"
+        )
+
+
+def _named(command: str) -> str:
+    return f"{'an' if command[0] in 'aeiou' else 'a'} `{command}`"
+
+
 class ResumeIndex:
     """The final outcome of each line of an earlier run: done (ok or invalid) with which hash.
 
@@ -69,16 +90,20 @@ class ResumeIndex:
         self._rows = 0
 
     @classmethod
-    def load(cls, path: Path, codes: Mapping[str, int] = _DONE) -> ResumeIndex:
+    def load(
+        cls, path: Path, codes: Mapping[str, int] = _DONE, command: str = "run"
+    ) -> ResumeIndex:
         """Read ``path``; a missing file is an empty index. ``codes`` are the outcomes the log
-        may hold, each 1 (done), 2 (done, never applied) or 0 (to do again): ``run``'s unless
-        given."""
+        may hold, each 1 (done), 2 (done, never applied) or 0 (to do again): those of
+        ``command`` (``run``'s unless given). A row another command wrote raises
+        :class:`ConfigError` naming both commands."""
         index = cls()
         if not path.exists():
             return index
         for number, raw in read_log(path, "results log"):
             entry = _entry(raw, codes)
             if isinstance(entry, str):
+                _refuse_another_commands(path, raw, command)
                 raise LogDamaged(path, number, f"not a results row ({entry})")
             index._set(*entry)
         return index

@@ -231,7 +231,10 @@ class _Run:
                 stack.push(_removed_if_refused(self._results))
             if config.resume and config.results is not None:
                 # After the appender took the lock and cut a torn last row, not before.
-                self.index = ResumeIndex.load(config.results, self.kind.outcomes.resume_codes())
+                outcomes = self.kind.outcomes
+                self.index = ResumeIndex.load(
+                    config.results, outcomes.resume_codes(), outcomes.command
+                )
             backup = None
             if config.backup is not None:
                 stack.push(self._closing_a_failed_log)
