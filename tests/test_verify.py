@@ -12,9 +12,10 @@ from typing import IO, Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from batchedit.backup import read_backup
-from batchedit.cli import exit_code_for
+from batchedit.cli import exit_code_for, main
 from batchedit.edits import Edits, LineKind
 from batchedit.emulator import Message, Store
 from batchedit.im.errors import ConfigError
@@ -194,9 +195,27 @@ def test_verify_of_a_pipe_is_refused() -> None:
     with (
         open(read, "rb") as stream,
         open(write, "wb"),
-        pytest.raises(ConfigError, match="give it a file, not a pipe"),
+        pytest.raises(ConfigError, match="so it must be a file, not a pipe"),
     ):
         LastLines.scan(stream, lambda: False)
+
+
+def test_verify_of_stdin_is_refused_saying_why(tmp_path: Path) -> None:
+    """`verify -`: exit 2, "must be a file, not stdin" (not a missing file named "-"); no
+    results written."""
+    results = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("verify", "-", "--results", str(results)),
+            *("--base-url", "http://127.0.0.1:9", "--sdkappid", "1"),
+        ],
+        env={"TIM_SECRET_KEY": "x"},
+        input=b"{}\n",
+    )
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: verify reads EDITS twice, so it must be a file, not stdin\n")
+    assert not results.exists()
 
 
 def test_verify_command_exit_status_and_summary(tmp_path: Path, emulator_process: Any) -> None:
