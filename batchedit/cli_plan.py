@@ -128,10 +128,11 @@ def plan_command(
     own sender and recipient.
 
     \b
-    Exit status: 0 planned, 1 some pair line or conversation could not be read,
-    2 usage or configuration error, 3 stopped by a fatal answer (credentials, permissions,
-    URL, unreachable host), by losing the shared budget (--budget) or by an error (shown),
-    130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+    Exit status: 0 planned, 1 some pair line or conversation could not be
+    read, 2 usage or configuration error, 3 stopped by a fatal answer
+    (credentials, permissions, URL, unreachable host), by losing the shared
+    budget (--budget) or by an error (shown), 130 interrupted (Ctrl-C,
+    SIGTERM, SIGHUP).
     """
     try:
         if (output is None) == (preview is None):
