@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from batchedit.im.client import RoamMessage
-from batchedit.im.errors import ApiError
+from batchedit.im.errors import ApiError, ConfigError
 from batchedit.im.history import find_message
 from batchedit.jsonlog import JsonlAppender, LogDamaged, read_log
 from batchedit.outcomes import Status
@@ -95,6 +95,10 @@ def _after_problem(image: Any) -> str | None:
     if "CloudCustomData" not in image or not isinstance(image["CloudCustomData"], str | None):
         return "After.CloudCustomData: must be a string or null"
     return None
+
+
+def _whole(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 def _backup_problem(row: Any) -> str | None:
@@ -237,6 +241,15 @@ def read_backup(backup: Path) -> UndoPlan:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 raise LogDamaged(backup, number, "not a backup row (not JSON)") from None
+            if isinstance(row, dict) and not (
+                _whole(row.get("line")) and _whole(row.get("MsgTimeStamp"))
+            ):
+                # Every version of backup rows has had both; an edit file has neither.
+                raise ConfigError(
+                    f"{backup}: line {number} is not a backup row (no 'line' and 'MsgTimeStamp' "
+                    "whole numbers): undo takes the BACKUP a `batchedit run --backup` wrote, "
+                    "not an edit file"
+                )
             problem = _backup_problem(row)
             if problem is not None:
                 raise LogDamaged(backup, number, f"not a backup row ({problem})")

@@ -351,6 +351,8 @@ def verify(
             resume=resume,
             summary_json=summary_json,
         )
+        if str(edits) == "-":
+            raise ConfigError("verify reads EDITS twice, so it must be a file, not stdin")
         source = _open(edits)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None

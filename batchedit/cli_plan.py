@@ -278,11 +278,12 @@ def plan_command(
     own sender and recipient.
 
     \b
-    Exit status: 0 planned, 1 some pair line, archive line, conversation or message could not
-    be read or planned (each is named), 2 usage or configuration error, 3 stopped by a fatal
-    answer (credentials, permissions, URL, unreachable host), by losing the shared budget
-    (--budget), by the output's reader going away or by an error (shown), 130 interrupted
-    (Ctrl-C, SIGTERM, SIGHUP).
+    Exit status: 0 planned, 1 some pair line, archive line, conversation or
+    message could not be read or planned (each is named), 2 usage or
+    configuration error, 3 stopped by a fatal answer (credentials,
+    permissions, URL, unreachable host), by losing the shared budget
+    (--budget), by the output's reader going away or by an error (shown),
+    130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
     """
     try:
         if (output is None) == (preview is None):

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from batchedit.cli_common import ConfigProblem
+from batchedit.im.errors import ConfigError
+from batchedit.preflight import check_distinct, check_writable
 from batchedit.report import ReportError, build_report, write_html
 
 
@@ -36,8 +38,17 @@ def report_command(results: tuple[Path, ...], html_path: Path | None, rate: floa
 
     \b
     Exit status: 0 report made; 2 a log cannot be read, holds a row that is
-    not a results row (named by file and line), or the page cannot be written.
+    not a results row (named by file and line), or the page cannot be written
+    (or is one of the RESULTS).
     """
+    try:
+        if html_path is not None:
+            # Checked before reading: writing the page over a log would destroy it.
+            for path in results:
+                check_distinct([("RESULTS", path), ("--html", html_path)])
+            check_writable("--html", html_path)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
     try:
         made = build_report(results)
         if html_path is not None:

@@ -86,6 +86,16 @@ def _cut_torn_tail(fd: int, path: Path) -> None:
     )
 
 
+def _is_linked(stream: IO[bytes], path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``stream``."""
+    opened = os.fstat(stream.fileno())
+    try:
+        named = path.stat()
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
 def _fsync_directory(path: Path) -> None:
     """Make a newly created file's name durable too."""
     fd = os.open(path.parent, os.O_RDONLY)
@@ -110,14 +120,25 @@ class JsonlAppender:
         self._synced = 0
         self._syncing: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
+        self.created = False
+        """Whether entering made the file (it did not exist)."""
 
     def __enter__(self) -> JsonlAppender:
-        try:
-            created = not self.path.exists()
-            stream = self.path.open("a+b")
-        except OSError as exc:
-            raise ConfigError(f"cannot open {self.path} for appending: {exc.strerror}") from None
-        _lock(stream, self.path)
+        while True:
+            try:
+                created = not self.path.exists()
+                stream = self.path.open("a+b")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot open {self.path} for appending: {exc.strerror}"
+                ) from None
+            _lock(stream, self.path)
+            if _is_linked(stream, self.path):
+                break
+            # A refused run removed the log it had made (see remove_if_unwritten) after this one
+            # opened it: this run's rows belong in the file at the path now.
+            stream.close()
+        self.created = created
         try:
             _cut_torn_tail(stream.fileno(), self.path)
             if created:
@@ -148,6 +169,15 @@ class JsonlAppender:
             finally:
                 self._file.close()
                 self._file = None
+
+    def remove_if_unwritten(self) -> None:
+        """Delete the log if entering made it and nothing was written to it since: a run
+        refused while opening its logs leaves no file behind. Called while the log is open, so
+        no other run holds it (one that opened it meanwhile sees it gone once it gets the lock).
+        """
+        if self._file is not None and self.created and self._size == 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row (on its way to disk, not yet durable: see :meth:`durable`).

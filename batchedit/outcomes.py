@@ -40,6 +40,8 @@ class Outcomes:
 
     shown: tuple[Status, ...]
     dry: tuple[tuple[Status, str], ...] = ()
+    command: str = "run"
+    """The command that gives them."""
 
     @property
     def good(self) -> Status:
@@ -55,6 +57,7 @@ class Outcomes:
 EDIT_OUTCOMES: Final = Outcomes(
     (Status.OK, Status.FAILED, Status.INVALID),
     ((Status.OK, "valid"), (Status.INVALID, "invalid")),
+    "run",
 )
 """``run``'s outcomes."""
 UNDO_OUTCOMES: Final = Outcomes(
@@ -65,12 +68,29 @@ UNDO_OUTCOMES: Final = Outcomes(
         (Status.FAILED, "failed"),
         (Status.INVALID, "invalid"),
     ),
+    "undo",
 )
 """``undo``'s outcomes."""
 VERIFY_OUTCOMES: Final = Outcomes(
-    (Status.MATCH, Status.MISMATCH, Status.MISSING, Status.FAILED, Status.INVALID)
+    (Status.MATCH, Status.MISMATCH, Status.MISSING, Status.FAILED, Status.INVALID),
+    command="verify",
 )
 """``verify``'s outcomes."""
+
+AT_RANGE: Final = (946_684_800.0, 4_102_444_800.0)
+"""The UNIX seconds a results row's ``at`` lies in: from 2000 up to 2100. A row outside was
+not written by a run."""
+LATENCY_MS_LIMIT: Final = 86_400_000.0
+"""A results row's ``latency_ms`` is below this (a day): no attempt lasts so long."""
+
+
+def commands_giving(outcome: str) -> tuple[str, ...]:
+    """The commands whose lines may end with ``outcome`` (a results row's ``outcome``)."""
+    return tuple(
+        outcomes.command
+        for outcomes in (EDIT_OUTCOMES, UNDO_OUTCOMES, VERIFY_OUTCOMES)
+        if any(status.value == outcome for status in outcomes.shown)
+    )
 
 
 def outcomes_of(statuses: Counter[str]) -> Outcomes:

@@ -25,6 +25,15 @@ MAX_MSGKEY_CHARS: Final = 50
 _BOM: Final = b"\xef\xbb\xbf"
 TOO_LONG: Final = b"\x00too long"
 """Stands in for a line over :data:`MAX_LINE_BYTES` (a NUL byte never starts a valid line)."""
+_JSON_TYPES: Final[dict[type, str]] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+"""What JSON calls each value a line may parse to that is not an object."""
 
 MessageId = tuple[str, str, str]
 """(From_Account, To_Account, MsgKey): the identity of one message."""
@@ -99,7 +108,7 @@ def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
     except orjson.JSONDecodeError as exc:
         return invalid(f"malformed JSON: {exc}")
     if not isinstance(value, dict):
-        return invalid(f"expected a JSON object, got {type(value).__name__}")
+        return invalid(f"expected a JSON object, got {_JSON_TYPES[type(value)]}")
     try:
         body = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # parsed, yet not encodable: nested over 254 levels

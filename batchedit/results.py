@@ -13,7 +13,9 @@ from typing import Any, Final
 
 import orjson
 
+from batchedit.im.errors import ConfigError
 from batchedit.jsonlog import LogDamaged, read_log
+from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT, commands_giving
 
 _DONE: Final = {"ok": 1, "failed": 0, "invalid": 2}
 """``run``'s outcomes: 1 done, 2 done but never applied, 0 to do again."""
@@ -21,6 +23,8 @@ _DENSE_SLACK: Final = 1 << 20
 """Line numbers up to twice the rows read plus this are kept in flat arrays; rarer, larger ones
 in a dict, so no row, however odd its line number, costs more than a few bytes."""
 _MAX_LINE: Final = 2**63 - 1
+_NUMBER: Final = (int, float)
+_AT_FIRST, _AT_END = AT_RANGE
 
 
 def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
@@ -43,7 +47,32 @@ def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
         value = -1
     if value < 0:
         return "hash: must be 16 hex digits"
+    at, latency = row.get("at", _AT_FIRST), row.get("latency_ms", 0)
+    if type(at) not in _NUMBER or not _AT_FIRST <= at < _AT_END:
+        return "at: must be UNIX seconds from 2000 to 2100"
+    if type(latency) not in _NUMBER or not 0 <= latency < LATENCY_MS_LIMIT:
+        return "latency_ms: must be a number of milliseconds under a day"
     return line, value, codes[outcome]
+
+
+def _refuse_another_commands(path: Path, raw: bytes, command: str) -> None:
+    """Raise :class:`ConfigError` if ``raw`` is a row of another command's results log."""
+    try:
+        row: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    outcome = row.get("outcome") if isinstance(row, dict) else None
+    writers = commands_giving(outcome) if isinstance(outcome, str) else ()
+    if writers and command not in writers:
+        whose = " or ".join(_named(writer) for writer in writers)
+        raise ConfigError(
+            f"{path} is the results log of {whose}, not of {_named(command)}: give {command} "
+            "its own --results"
+        )
+
+
+def _named(command: str) -> str:
+    return f"{'an' if command[0] in 'aeiou' else 'a'} `{command}`"
 
 
 class ResumeIndex:
@@ -61,16 +90,20 @@ class ResumeIndex:
         self._rows = 0
 
     @classmethod
-    def load(cls, path: Path, codes: Mapping[str, int] = _DONE) -> ResumeIndex:
+    def load(
+        cls, path: Path, codes: Mapping[str, int] = _DONE, command: str = "run"
+    ) -> ResumeIndex:
         """Read ``path``; a missing file is an empty index. ``codes`` are the outcomes the log
-        may hold, each 1 (done), 2 (done, never applied) or 0 (to do again): ``run``'s unless
-        given."""
+        may hold, each 1 (done), 2 (done, never applied) or 0 (to do again): those of
+        ``command`` (``run``'s unless given). A row another command wrote raises
+        :class:`ConfigError` naming both commands."""
         index = cls()
         if not path.exists():
             return index
         for number, raw in read_log(path, "results log"):
             entry = _entry(raw, codes)
             if isinstance(entry, str):
+                _refuse_another_commands(path, raw, command)
                 raise LogDamaged(path, number, f"not a results row ({entry})")
             index._set(*entry)
         return index

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -228,13 +228,18 @@ class _Run:
             if config.results is not None and not config.dry_run:
                 stack.push(self._closing_a_failed_log)
                 self._results = stack.enter_context(JsonlAppender(config.results))
+                stack.push(_removed_if_refused(self._results))
             if config.resume and config.results is not None:
                 # After the appender took the lock and cut a torn last row, not before.
-                self.index = ResumeIndex.load(config.results, self.kind.outcomes.resume_codes())
+                outcomes = self.kind.outcomes
+                self.index = ResumeIndex.load(
+                    config.results, outcomes.resume_codes(), outcomes.command
+                )
             backup = None
             if config.backup is not None:
                 stack.push(self._closing_a_failed_log)
                 backup = stack.enter_context(JsonlAppender(config.backup))
+                stack.push(_removed_if_refused(backup))
             self._announce(source)
             await stack.enter_async_context(ticking(self.observer, self._progress))
             if senders is not None:
@@ -350,6 +355,22 @@ class _Run:
             return None
         item = parse_line(entry.line, entry.raw, entry.digest)
         return item if isinstance(item, EditRecord) and item.message in redo else None
+
+
+def _removed_if_refused(
+    log: JsonlAppender,
+) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]:
+    """An exit callback: a run refused (:class:`ConfigError`, e.g. another log locked) deletes
+    ``log`` if it made it and wrote nothing to it."""
+
+    def exit_(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if isinstance(exc, ConfigError):
+            log.remove_if_unwritten()
+        return False
+
+    return exit_
 
 
 def _ignore(_: str) -> None:

@@ -32,6 +32,8 @@ class RunState:
         self.retrying = 0
         self._event = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._woken: set[asyncio.Task[Any]] = set()
 
     @property
     def stopping(self) -> bool:
@@ -44,6 +46,11 @@ class RunState:
             self.stopped = kind
             self.reason = reason
             self._event.set()
+            # Workers queued for a grant would take grants one by one at the run's rate only to
+            # send nothing: they give up the wait now (see grant()).
+            self._woken, self._waiting = self._waiting, set()
+            for task in self._woken:
+                task.cancel()
             for listener in self._listeners:
                 listener()
 
@@ -52,6 +59,29 @@ class RunState:
         self._listeners.append(listener)
         if self.stopping:
             listener()
+
+    async def grant(self, limiter: Limiter) -> float | None:
+        """``limiter.acquire()``, or ``None`` when the run stops first: a stop gives the wait up
+        at once. A cancelled acquire leaves the limiter as if it had never been asked (it counts
+        a grant only when it returns one), so there is no grant to report as departed."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("RunState.grant() needs a task")
+        if self.stopping:
+            return None
+        self._waiting.add(task)
+        try:
+            return await limiter.acquire()
+        except asyncio.CancelledError:
+            if task not in self._woken:
+                raise
+            self._woken.discard(task)
+            # Swallow only the stop's own cancel; a caller's cancel (a second Ctrl-C) stands.
+            if task.uncancel():
+                raise
+            return None
+        finally:
+            self._waiting.discard(task)
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a stop is requested meanwhile."""
@@ -219,11 +249,13 @@ class Sender:
         """One HTTP attempt once the limiter grants it: the reply, the grant's time and the
         UserSig generation sent; ``None`` when the run stopped first (a lost budget stops it)."""
         try:
-            granted = await self.limiter.acquire() if self.limiter else time.monotonic()
+            granted = await self._state.grant(self.limiter) if self.limiter else time.monotonic()
         except BudgetLost as exc:
             self._state.stop(
                 "budget", f"{exc}; in-flight requests were let finish; run again with --resume"
             )
+            return None
+        if granted is None:
             return None
         departure = _Departure(self.limiter, granted)
         try:

@@ -54,7 +54,7 @@ class LastLines:
         except (OSError, ValueError):
             seekable = False
         if not seekable:
-            raise ConfigError("verify reads EDITS twice: give it a file, not a pipe")
+            raise ConfigError("verify reads EDITS twice, so it must be a file, not a pipe")
         index = cls()
         try:
             index._read(stream, stopping)

@@ -127,6 +127,24 @@ def test_help_shows_each_command_description_whole() -> None:
         assert f"{name} {first}" in listing
 
 
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_each_commands_help_fits_80_columns(name: str) -> None:
+    """`batchedit COMMAND --help` on an 80-column terminal has no longer line (the literal
+    Exit status paragraphs included)."""
+    output = CliRunner().invoke(main, [name, "--help"], terminal_width=80).output
+    assert [line for line in output.splitlines() if len(line) > 80] == []
+
+
+def test_the_readme_names_the_commands_that_take_budget() -> None:
+    """The README's list of commands that take --budget is exactly those that have it."""
+    listed = re.search(r"\* ((?:`[a-z]+`(?:, | and )?)+) take `--budget", README)
+    assert listed is not None
+    having = {
+        name for name, command in main.commands.items() if "--budget" in _long_options(command)
+    }
+    assert set(re.findall(r"`([a-z]+)`", listed[1])) == having
+
+
 def test_the_readme_walkthrough_is_the_rehearsal_script() -> None:
     """The README shows samples/rehearse.sh word for word."""
     script = REHEARSAL.read_text(encoding="utf-8")

@@ -160,7 +160,8 @@ def test_a_second_run_on_the_same_logs_exits_2_naming_the_first(
     tmp_path: Path, emulator_process: StartEmulator
 ) -> None:
     """While a run holds RESULTS and BACKUP, another run or an undo on either exits 2 naming
-    the first run's pid, and sends nothing."""
+    the first run's pid, sends nothing, and leaves no RESULTS it made behind (one that was
+    there stays)."""
     state, _, edits = _seeded(tmp_path, 5)
     emulator = emulator_process("--slow-rate", "1", "--slow-seconds", "60", state=state)
     path = write_edits(tmp_path / "edits.jsonl", edits)
@@ -179,8 +180,14 @@ def test_a_second_run_on_the_same_logs_exits_2_naming_the_first(
             "run", path, "--results", other, "--backup", backup, url=emulator.url
         )
         assert (same_backup.returncode, held in same_backup.stderr) == (2, True)
+        assert not other.exists()
+        there = tmp_path / "there.jsonl"
+        there.touch()
+        kept = _batchedit("run", path, "--results", there, "--backup", backup, url=emulator.url)
+        assert (kept.returncode, there.exists()) == (2, True)
         undo = _batchedit("undo", backup, "--results", other, url=emulator.url)
         assert (undo.returncode, f"{backup} {held}" in undo.stderr) == (2, True)
+        assert not other.exists()
         stats = emulator.get("/__emulator/stats")
         assert sum(s.get("arrivals", 0) for s in stats.values()) == 1
     finally:
@@ -198,6 +205,12 @@ def test_a_second_run_on_the_same_logs_exits_2_naming_the_first(
         (b'{"line":1,"outcome":"done","hash":"0000000000000000"}', "outcome: must be ok"),
         (b"[1, 2]", "not a JSON object"),
         (b"\xff\xfe garbage", "not JSON"),
+        (b'{"line":1,"outcome":"ok","hash":"0000000000000000","at":1e11}', "at: must be UNIX"),
+        (b'{"line":1,"outcome":"ok","hash":"0000000000000000","at":"x"}', "at: must be UNIX"),
+        (
+            b'{"line":1,"outcome":"ok","hash":"0000000000000000","latency_ms":1e308}',
+            "latency_ms: must be a number",
+        ),
         (b"", "not JSON"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,3 +96,68 @@ async def test_window_recall_and_fail_first_flags(
         assert (await client.admin_msgwithdraw("alice", "bob", keys["recent"])).ok
         assert (await client.modify_c2c_msg(edit(keys["recent"]))).code == 20023
     emulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--state", "{tmp}/missing/state.jsonl"],
+            "Error: cannot write --state {tmp}/missing/state.jsonl: no directory {tmp}/missing\n",
+        ),
+        (
+            ["--state", "{tmp}/garbage.jsonl"],
+            "Error: --state {tmp}/garbage.jsonl: line 2: not a state row (not JSON)\n",
+        ),
+        (
+            ["--state", "{tmp}/wrong.jsonl"],
+            "Error: --state {tmp}/wrong.jsonl: line 1: not a state row (MsgSeq: must be a whole "
+            "number)\n",
+        ),
+        (
+            ["--demo-targets", "{tmp}/targets.jsonl"],
+            "Error: --demo-targets needs --demo-data (the messages whose targets it writes)\n",
+        ),
+        (["--port", "99999"], "Error: Invalid value for '--port': 99999 is not in the range"),
+        (["--demo-data", "-5"], "Error: Invalid value for '--demo-data': -5 is not in the range"),
+    ],
+)
+def test_the_emulator_refuses_what_it_cannot_serve_or_save_at_start(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    """A --state it could not save on shutdown, a --state that is not a state, --demo-targets
+    without --demo-data, a port or count out of range: exit 2 with one line, no traceback,
+    nothing written."""
+    (tmp_path / "garbage.jsonl").write_bytes(b'{"type":"account","UserID":"a"}\ngarbage\n')
+    (tmp_path / "wrong.jsonl").write_bytes(
+        b'{"type":"message","From_Account":"a","To_Account":"b","MsgSeq":true}\n'
+    )
+    before = sorted(tmp_path.iterdir())
+    runner = CliRunner(env={"TIM_SECRET_KEY": "k"})
+    given = [arg.format(tmp=tmp_path) for arg in args]
+    result = runner.invoke(main, ["emulator", "--port", "0", *given])
+    assert result.exit_code == 2, result.output
+    expected = error.format(tmp=tmp_path)
+    if expected.endswith("\n"):
+        assert result.stderr == expected
+    else:
+        assert expected in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_state_that_cannot_be_saved_on_shutdown_is_one_line(
+    tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    """The --state folder gone while serving: SIGTERM exits 1 with one line naming the file,
+    no traceback."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    emulator = emulator_process(state=folder / "state.jsonl")
+    folder.rmdir()
+    emulator.process.send_signal(signal.SIGTERM)
+    assert emulator.process.wait(timeout=20) == 1
+    assert emulator.process.stderr is not None
+    assert emulator.process.stderr.read() == (
+        f"Error: cannot save --state {folder / 'state.jsonl'}: No such file or directory\n"
+    )

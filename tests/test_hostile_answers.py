@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from batchedit import ImClient, Secret, SigSource
+from batchedit.im.client import redact
 from batchedit.plan import plan_edits
 from batchedit.retry import RetryPolicy
 from batchedit.rules import Rules, compile_replacement
@@ -33,7 +34,8 @@ def _echo(code: int, sigs: set[str]) -> Middleware:
             return await handler(request)
         url, sig = str(request.url), request.query["usersig"]
         sigs.add(sig)
-        info = f"proxy refused {url} ({quote(url, safe='')}) sig {sig}\x1b[2J\u202e"
+        standard = sig.translate(str.maketrans("*-_", "+/="))
+        info = f"proxy refused {url} ({quote(url, safe='')}) sig {sig} {standard}\x1b[2J\u202e"
         return web.json_response({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info})
 
     return echo
@@ -43,8 +45,9 @@ def _echo(code: int, sigs: set[str]) -> Middleware:
 async def test_echoed_usersig_never_reaches_results_stderr_or_summary(
     code: int, aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    """An ErrorInfo that repeats the URL and the live UserSig (a permanent code: results rows;
-    a fatal one: the stop reason) is redacted and its control characters escaped everywhere."""
+    """An ErrorInfo that repeats the URL and the live UserSig, as sent and in standard base64
+    (a permanent code: results rows; a fatal one: the stop reason) is redacted and its control
+    characters escaped everywhere."""
     sigs: set[str] = set()
     emulator, url = await serve_behind(aiohttp_server, _echo(code, sigs))
     targets = seed_messages(emulator.store, 5)
@@ -64,8 +67,9 @@ async def test_echoed_usersig_never_reaches_results_stderr_or_summary(
     assert b"<redacted>" in everything
     assert sigs
     for secret in (SECRET, *sigs):
-        assert secret.encode() not in everything
-        assert quote(secret, safe="").encode() not in everything
+        for form in (secret, secret.translate(str.maketrans("*-_", "+/="))):
+            assert form.encode() not in everything
+            assert quote(form, safe="").encode() not in everything
     assert b"usersig=" not in everything.replace(b"usersig=<redacted>", b"")
     assert b"usersig%3D" not in everything.replace(b"usersig%3D<redacted>", b"")
     assert b"\x1b" not in err
@@ -227,3 +231,12 @@ async def test_a_full_disk_under_the_results_log_stops_the_run(
         "the file size limit, then run again with --resume",
     )
     assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == 1
+
+
+def test_redact_finds_a_usersig_echoed_in_standard_base64() -> None:
+    """A UserSig (URL-safe base64: * - _) echoed as standard base64 (+ / =), raw or
+    URL-quoted, is redacted as the sig itself is."""
+    sig = "eJw*Xy-Ab_c_"
+    standard = "eJw+Xy/Ab=c="
+    text = f"sig {sig}, {standard}, {quote(standard, safe='')}, {quote(sig, safe='')}"
+    assert redact(text, [sig]) == "sig <redacted>, <redacted>, <redacted>, <redacted>"

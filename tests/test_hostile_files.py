@@ -63,7 +63,13 @@ async def test_ambiguous_lines_are_invalid_and_never_sent(
     assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == 2
 
 
-IMAGE = {"line": 1, "From_Account": "a", "To_Account": "b", "MsgKey": "1_2_1700000000"}
+IMAGE = {
+    "line": 1,
+    "From_Account": "a",
+    "To_Account": "b",
+    "MsgKey": "1_2_1700000000",
+    "MsgTimeStamp": 1700000000,
+}
 GOOD_ROW = orjson.dumps({**IMAGE, "MsgBody": [], "CloudCustomData": None}) + b"\n"
 
 

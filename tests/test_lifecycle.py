@@ -323,3 +323,23 @@ async def test_an_error_inside_a_plan_worker_stops_planning(
     )
     assert stats.stopped == "fatal"
     assert stats.reason.endswith(": RuntimeError: the terminal went away")
+
+
+async def test_a_stop_ends_a_rate_bound_run_without_waiting_out_the_queue(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """At 1 request per second with 100 workers queued for a grant, Ctrl-C after the first
+    outcome ends the run at once (the queue would take 100 s; the grace is longer still): every
+    edit that went out has its outcome, no line that never went out has one."""
+    running = await start_emulator()
+    path = write_edits(tmp_path / "e.jsonl", _edits(seed_messages(running.emulator.store, 300)))
+    results = tmp_path / "r.jsonl"
+    control = RunControl()
+    config = _config(running, results, rate=1.0, concurrency=100, grace=HANG_GUARD * 2)
+    with path.open("rb") as source:
+        summary = await _run(source, config, control, InterruptAfter(1, control))
+    assert summary.stopped == "interrupted"
+    final = read_results(results)
+    arrivals = running.emulator.traffic.of("openim/modify_c2c_msg").arrivals
+    assert len(final) == arrivals
+    assert {row["outcome"] for row in final.values()} == {"ok"}

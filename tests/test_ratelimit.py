@@ -9,6 +9,7 @@ import itertools
 import pytest
 
 from batchedit.ratelimit import AdaptiveLimiter
+from batchedit.sender import RunState
 from tests.vclock import run_virtual
 
 
@@ -328,3 +329,43 @@ def test_an_unknown_predecessor_is_assumed_to_have_spent_the_window() -> None:
         return await _take(limiter) - start
 
     assert run_virtual(body()) == pytest.approx(1.005, abs=1e-6)
+
+
+def test_a_stop_gives_up_the_waits_for_a_grant_and_leaves_the_limiter_whole() -> None:
+    """Twenty workers queued at 5 requests per second: a stop ends every wait at once (no more
+    grants, no virtual time passes), a caller's own cancel still stands, and the limiter then
+    grants as if the given-up waits had never been."""
+
+    async def body() -> tuple[list[float | None], float, float, bool, list[float]]:
+        loop = asyncio.get_running_loop()
+        limiter = AdaptiveLimiter(5.0)
+        state = RunState()
+
+        async def worker() -> float | None:
+            granted = await state.grant(limiter)
+            if granted is not None:
+                limiter.departed(granted)
+            return granted
+
+        workers = [asyncio.create_task(worker()) for _ in range(20)]
+        cancelled = asyncio.create_task(worker())
+        await asyncio.sleep(1.0)
+        cancelled.cancel()  # a second Ctrl-C: not the stop's to swallow
+        await asyncio.sleep(0)
+        stopped_at = loop.time()
+        state.stop("interrupted", "test")
+        got = list(await asyncio.gather(*workers))
+        ended_at = loop.time()
+        was_cancelled = cancelled.cancelled()
+        after = await _grant_times(limiter, 3)
+        return got, stopped_at, ended_at, was_cancelled, after
+
+    got, stopped_at, ended_at, was_cancelled, after = run_virtual(body())
+    granted = [at for at in got if at is not None]
+    assert len(granted) == 5  # the first second's: 1.005 / 5 s apart from t = 0
+    assert got[len(granted) :] == [None] * (20 - len(granted))
+    assert ended_at - stopped_at < 0.001
+    assert was_cancelled
+    # Paced on from the last grant: the given-up waits took nothing from the bucket.
+    assert after[0] - granted[-1] == pytest.approx(0.201, abs=0.002)
+    assert all(b - a == pytest.approx(0.201, abs=0.002) for a, b in itertools.pairwise(after))

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ EXPECTED_INVALID = {
     14: "line 14: CloudCustomData: must be a string",
     15: "line 15: MsgBody, CloudCustomData: give at least one",
     16: "line 16: request body is 9132 bytes, over the 8 KB limit",
-    17: "line 17: expected a JSON object, got list",
+    17: "line 17: expected a JSON object, got array",
     18: "line 18: longer than 65536 bytes, not read",
     21: "line 21: MsgBody: must not be empty",
 }
@@ -50,6 +51,24 @@ def test_bom_and_crlf_do_not_reach_the_record() -> None:
     """A UTF-8 BOM on line 1 and CRLF endings are stripped; the hash ignores the line ending."""
     items = list(read_records(io.BytesIO(b'\xef\xbb\xbf{"a":1}\r\n{"a":1}\n')))
     assert items[0].digest == items[1].digest
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b"[]", "array"),
+        (b"null", "null"),
+        (b'"x"', "string"),
+        (b"5", "number"),
+        (b"1.5", "number"),
+        (b"true", "boolean"),
+    ],
+)
+def test_a_line_that_is_not_an_object_names_its_json_type(line: bytes, kind: str) -> None:
+    """A line holding a JSON value other than an object is named by JSON's word for it."""
+    item = parse_line(4, line)
+    assert isinstance(item, InvalidRecord)
+    assert item.reason == f"line 4: expected a JSON object, got {kind}"
 
 
 def test_invalid_records_keep_what_identity_they_have() -> None:

@@ -87,13 +87,25 @@ def test_cli_report_prints_the_summary_notes_and_writes_the_page(tmp_path: Path)
     assert "rate limit 150/s" in page.read_text(encoding="utf-8")
 
 
-def test_cli_report_of_a_bad_row_exits_2_naming_file_and_line(tmp_path: Path) -> None:
-    """A bad row mid-log: exit 2 and the file, line and fault; no traceback."""
+@pytest.mark.parametrize(
+    ("bad", "fault"),
+    [
+        (b"{oops\n", "not JSON"),
+        (row(2, at=1e308), "'at' is 1e+308, not UNIX seconds from 2000 to 2100"),
+        (row(2, at=-1e12), "'at' is -1000000000000.0, not UNIX seconds from 2000 to 2100"),
+        (row(2, latency_ms=1e308), "'latency_ms' is 1e+308, not under a day"),
+    ],
+)
+def test_cli_report_of_a_bad_row_exits_2_naming_file_and_line(
+    tmp_path: Path, bad: bytes, fault: str
+) -> None:
+    """A bad row mid-log (out-of-range times too): exit 2 and the file, line and fault; no
+    traceback."""
     log = tmp_path / "results.jsonl"
-    log.write_bytes(row(1) + b"{oops\n" + row(3))
+    log.write_bytes(row(1) + bad + row(3))
     result = CliRunner().invoke(main, ["report", str(log)])
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {log} line 2: not a results row: not JSON\n"
+    assert result.stderr == f"Error: {log} line 2: not a results row: {fault}\n"
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -104,8 +116,32 @@ def test_cli_report_that_cannot_write_its_page_exits_2(tmp_path: Path) -> None:
     page = tmp_path / "missing" / "report.html"
     result = CliRunner().invoke(main, ["report", str(log), "--html", str(page)])
     assert result.exit_code == 2
-    assert result.stderr == f"Error: cannot write {page}: No such file or directory\n"
+    assert result.stderr == f"Error: cannot write --html {page}: no directory {page.parent}\n"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_cli_report_refuses_an_html_page_that_is_one_of_its_logs(tmp_path: Path, how: str) -> None:
+    """--html naming a RESULTS log (itself, a symlink or a hard link to it): exit 2, the log
+    untouched, nothing on stdout."""
+    first, log = tmp_path / "first.jsonl", tmp_path / "results.jsonl"
+    first.write_bytes(row(1))
+    written = row(1, at=START) + row(2, at=START)
+    log.write_bytes(written)
+    page = {"same path": log, "symlink": tmp_path / "page.html", "hard link": tmp_path / "p.html"}[
+        how
+    ]
+    if how == "symlink":
+        page.symlink_to(log)
+    elif how == "hard link":
+        page.hardlink_to(log)
+    result = CliRunner().invoke(main, ["report", str(first), str(log), "--html", str(page)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: RESULTS and --html are the same file ({page}); give each a file of its own\n"
+    )
+    assert result.stdout == ""
+    assert log.read_bytes() == written
 
 
 def test_write_html_error_is_a_report_error(tmp_path: Path) -> None:

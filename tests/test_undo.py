@@ -246,7 +246,13 @@ async def test_run_backup_refuses_an_edit_that_undo_could_not_send_back(
 def test_a_message_may_read_as_any_edit_of_the_run_left_it(tmp_path: Path) -> None:
     """Two edits of one message, the second failed: the message reads as the first left it,
     which is no conflict; anything else is, named against the last edit."""
-    base = {"line": 1, "From_Account": "a", "To_Account": "b", "MsgKey": "1_1_1790000000"}
+    base = {
+        "line": 1,
+        "From_Account": "a",
+        "To_Account": "b",
+        "MsgKey": "1_1_1790000000",
+        "MsgTimeStamp": 1790000000,
+    }
     first, second = text_body("first"), text_body("second")
     backup = tmp_path / "backup.jsonl"
     backup.write_bytes(
@@ -293,6 +299,7 @@ def test_a_damaged_after_image_is_named(tmp_path: Path) -> None:
         "From_Account": "a",
         "To_Account": "b",
         "MsgKey": "k",
+        "MsgTimeStamp": 1790000000,
         "MsgBody": [],
         "CloudCustomData": None,
         "After": {"MsgBody": "x", "CloudCustomData": None},
@@ -342,3 +349,46 @@ def test_undo_command_dry_run_lists_conflicts(tmp_path: Path, emulator_process: 
     same = cli("undo", str(backup), "--results", str(tmp_path / "u.jsonl"), "--backup", str(backup))
     assert same.returncode == 2
     assert "BACKUP and --backup are the same file" in same.stderr
+
+
+def test_undo_refuses_an_edit_file_given_as_backup(tmp_path: Path, emulator_process: Any) -> None:
+    """An edit file (or a backup with an edit line in it) given to undo: exit 2 naming the file
+    and line, nothing sent, no results written; every backup row has `line` and `MsgTimeStamp`,
+    an edit line has neither."""
+    store = Store()
+    targets = seed_messages(store, 3)
+    seed = tmp_path / "seed.jsonl"
+    store.save(seed)
+    emulator: EmulatorProcess = emulator_process(state=seed)
+    edits = write_edits(
+        tmp_path / "edits.jsonl",
+        [{**t, "MsgBody": text_body("new"), "CloudCustomData": "new"} for t in targets],
+    )
+    backup = tmp_path / "backup.jsonl"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "batchedit", *args],
+            env=cli_env(emulator.url),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    ran = cli("run", str(edits), "--results", str(tmp_path / "r.jsonl"), "--backup", str(backup))
+    assert ran.returncode == 0, ran.stderr
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(backup.read_bytes() + edits.read_bytes().splitlines(keepends=True)[0])
+    modifies = emulator.get("/__emulator/stats")["openim/modify_c2c_msg"]["arrivals"]
+    for given, line in ((edits, 1), (mixed, 4)):
+        results = tmp_path / f"undo-{given.stem}.jsonl"
+        undone = cli("undo", str(given), "--results", str(results))
+        assert undone.returncode == 2, undone.stderr
+        assert undone.stderr == (
+            f"Error: {given}: line {line} is not a backup row (no 'line' and 'MsgTimeStamp' "
+            "whole numbers): undo takes the BACKUP a `batchedit run --backup` wrote, not an "
+            "edit file\n"
+        )
+        assert not results.exists()
+    assert emulator.get("/__emulator/stats")["openim/modify_c2c_msg"]["arrivals"] == modifies

@@ -8,14 +8,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
-from batchedit.cli import exit_code_for
+from batchedit.backup import read_backup
+from batchedit.cli import exit_code_for, main
+from batchedit.edits import Edits, LineKind
 from batchedit.emulator import Message, Store
 from batchedit.im.errors import ConfigError
+from batchedit.outcomes import Outcome, Status
 from batchedit.records import EditRecord, parse_line
 from batchedit.report import build_report
 from batchedit.runner import run_batch
@@ -159,20 +163,6 @@ async def test_verify_resume_checks_again_only_what_did_not_match(
     assert "skipped (done before): match 11, invalid 0" in resumed.render()
 
 
-async def test_a_run_refuses_to_resume_from_a_verify_log(
-    start_emulator: EmulatorFactory, tmp_path: Path
-) -> None:
-    """A verify's results log given to run --resume is refused (exit 2): its matches are not
-    edits that were sent."""
-    running = await start_emulator(rate_limit=None)
-    edits = _redactions(seed_messages(running.emulator.store, 3))
-    path = write_edits(tmp_path / "edits.jsonl", edits)
-    results = tmp_path / "verify.jsonl"
-    await _verify(running, path, results)
-    with path.open("rb") as source, pytest.raises(ConfigError, match="line 1: not a results row"):
-        await run_batch(source, run_config(running.url, tmp_path, results=results, resume=True))
-
-
 def test_last_lines_finds_each_messages_last_valid_line() -> None:
     """The scan keeps the last valid line of every message with several, however far apart,
     and leaves the stream where it was."""
@@ -205,9 +195,27 @@ def test_verify_of_a_pipe_is_refused() -> None:
     with (
         open(read, "rb") as stream,
         open(write, "wb"),
-        pytest.raises(ConfigError, match="give it a file, not a pipe"),
+        pytest.raises(ConfigError, match="so it must be a file, not a pipe"),
     ):
         LastLines.scan(stream, lambda: False)
+
+
+def test_verify_of_stdin_is_refused_saying_why(tmp_path: Path) -> None:
+    """`verify -`: exit 2, "must be a file, not stdin" (not a missing file named "-"); no
+    results written."""
+    results = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("verify", "-", "--results", str(results)),
+            *("--base-url", "http://127.0.0.1:9", "--sdkappid", "1"),
+        ],
+        env={"TIM_SECRET_KEY": "x"},
+        input=b"{}\n",
+    )
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: verify reads EDITS twice, so it must be a file, not stdin\n")
+    assert not results.exists()
 
 
 def test_verify_command_exit_status_and_summary(tmp_path: Path, emulator_process: Any) -> None:
@@ -256,3 +264,53 @@ def test_verify_command_exit_status_and_summary(tmp_path: Path, emulator_process
 def matching_rows(path: Path) -> list[dict[str, Any]]:
     """The edits of an edit file."""
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _arrivals(running: Running) -> int:
+    return sum(api.arrivals for api in running.emulator.traffic.apis.values())
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "whose"),
+    [
+        ("run", "verify", "a `run` or an `undo`, not of a `verify`: give verify"),
+        ("verify", "run", "a `verify`, not of a `run`: give run"),
+        ("undo", "run", "an `undo`, not of a `run`: give run"),
+        ("verify", "undo", "a `verify`, not of an `undo`: give undo"),
+    ],
+)
+async def test_resuming_another_commands_results_log_names_both_commands(
+    start_emulator: EmulatorFactory, tmp_path: Path, first: str, then: str, whose: str
+) -> None:
+    """--resume on a results log another command wrote: ConfigError naming whose log it is
+    and which command resumes it; the log is left as it was and nothing is sent. (An undo's
+    log is told apart by its conflict rows.)"""
+    running = await start_emulator(rate_limit=None)
+    edits = _redactions(seed_messages(running.emulator.store, 3))
+    path = write_edits(tmp_path / "edits.jsonl", edits)
+    results = tmp_path / "results.jsonl"
+    if first == "run":
+        with path.open("rb") as source:
+            assert (await run_batch(source, run_config(running.url, tmp_path))).all_ok
+    elif first == "verify":
+        assert (await _verify(running, path, results)).total == 3
+    else:
+        rows = [
+            Outcome(1, "0" * 16, Status.OK, "a", "b", "1_1_1790000000", code=0),
+            Outcome(2, "0" * 16, Status.CONFLICT, "a", "b", "1_2_1790000000", code=0),
+        ]
+        results.write_bytes(b"".join(orjson.dumps(row.as_json()) + b"\n" for row in rows))
+    written, sent = results.read_bytes(), _arrivals(running)
+    kind: LineKind
+    given: IO[bytes]
+    if then == "undo":
+        (tmp_path / "backup.jsonl").touch()
+        plan = read_backup(tmp_path / "backup.jsonl")
+        kind, given = Edits(undo=plan), plan.source
+    else:
+        kind, given = ReadBack() if then == "verify" else Edits(), path.open("rb")
+    config = run_config(running.url, tmp_path, results=results, resume=True)
+    with given, pytest.raises(ConfigError) as refused:
+        await run_batch(given, config, kind=kind)
+    assert str(refused.value) == f"{results} is the results log of {whose} its own --results"
+    assert (results.read_bytes(), _arrivals(running)) == (written, sent)

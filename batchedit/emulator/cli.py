@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,20 @@ class _Refused(click.ClickException):
     exit_code = 2
 
 
+def _read_state(state: Path) -> bytes:
+    """What ``--state`` holds (nothing if it is new), refused at start if it cannot be written on
+    shutdown: the state would otherwise be lost then."""
+    folder = state.absolute().parent
+    if not folder.is_dir():
+        raise _Refused(f"cannot write --state {state}: no directory {folder}")
+    if not os.access(folder, os.W_OK):
+        raise _Refused(f"cannot write --state {state}: permission denied on {folder}")
+    try:
+        return state.read_bytes() if state.exists() else b""
+    except OSError as exc:
+        raise _Refused(f"cannot read --state {state}: {exc.strerror}") from None
+
+
 def _server_tls(
     host: str, tls: bool, cert: Path | None, key: Path | None, ca_out: Path | None
 ) -> ServerTls | None:
@@ -88,7 +103,13 @@ def _server_tls(
     help="Allow a --host that is not a loopback address (anyone who reaches it can read and "
     "change every message through the control endpoints).",
 )
-@click.option("--port", default=5080, show_default=True, help="Port to bind (0: any free one).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=5080,
+    show_default=True,
+    help="Port to bind (0: any free one).",
+)
 @click.option("--sdkappid", default=1400000000, show_default=True, help="The emulated SDKAppID.")
 @click.option(
     "--admin",
@@ -148,7 +169,12 @@ def _server_tls(
 @click.option("--key-code", multiple=True, help="MSGKEY=CODE: always answer CODE for MSGKEY.")
 @click.option("--fail-first", default=0, help="Answer the first N requests with --fail-first-code.")
 @click.option("--fail-first-code", default=20005, show_default=True, help="Code for --fail-first.")
-@click.option("--demo-data", default=0, help="Seed N demo messages among a few hundred users.")
+@click.option(
+    "--demo-data",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Seed N demo messages among a few hundred users.",
+)
 @click.option(
     "--demo-targets",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -218,7 +244,9 @@ def emulator_command(
         raise click.ClickException(str(exc)) from None
     if key is None:
         raise click.ClickException("no secret key: set TIM_SECRET_KEY or pass --secret-key-file")
-    saved = state.read_bytes() if state and state.exists() else b""
+    if demo_targets is not None and not demo_data:
+        raise _Refused("--demo-targets needs --demo-data (the messages whose targets it writes)")
+    saved = _read_state(state) if state is not None else b""
     if demo_data and saved.strip():
         raise _Refused(
             f"--state {state} already holds data, and --demo-data would add {demo_data} more "
@@ -228,7 +256,12 @@ def emulator_command(
         server_tls = _server_tls(host, tls, tls_cert, tls_key, tls_ca_out)
     except ConfigError as exc:
         raise _Refused(str(exc)) from None
-    store = Store.load(saved.splitlines())
+    except OSError as exc:  # the state saved on shutdown: its folder went away, or the disk is full
+        raise click.ClickException(f"cannot save --state {state}: {exc.strerror}") from None
+    try:
+        store = Store.load(saved.splitlines())
+    except ValueError as exc:
+        raise _Refused(f"--state {state}: {exc}") from None
     config = EmulatorConfig(
         sdkappid=sdkappid,
         secret_key=key.reveal(),
@@ -269,3 +302,5 @@ def emulator_command(
         asyncio.run(serve(emu, host, port, listening, context))
     except ConfigError as exc:
         raise _Refused(str(exc)) from None
+    except OSError as exc:  # the state saved on shutdown: its folder went away, or the disk is full
+        raise click.ClickException(f"cannot save --state {state}: {exc.strerror}") from None

@@ -57,13 +57,14 @@ async def serve(
             f"cannot listen on {host}:{port}: {reason}; pick another --port (0: any free one)"
         ) from None
     try:
-        bound = runner.addresses[0][1]
-        scheme = "https" if ssl_context else "http"
-        announce(f"emulator listening on {scheme}://{host}:{bound}")
+        # The handlers before the announcement: a parent may signal as soon as it has the port.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        bound = runner.addresses[0][1]
+        scheme = "https" if ssl_context else "http"
+        announce(f"emulator listening on {scheme}://{host}:{bound}")
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -184,28 +184,59 @@ class Store:
 
     @classmethod
     def load(cls, lines: Iterable[bytes]) -> Store:
-        """Read a state written by :meth:`save` (blank lines ignored)."""
+        """Read a state written by :meth:`save` (blank lines ignored); ``ValueError`` names the
+        first line that is not a state row."""
         store = cls()
         for number, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
-            row = orjson.loads(raw)
-            if row.get("type") == "account":
-                store.import_account(row["UserID"], row.get("Nick"))
-            elif row.get("type") == "message":
-                store.add(
-                    Message(
-                        from_account=row["From_Account"],
-                        to_account=row["To_Account"],
-                        seq=row["MsgSeq"],
-                        random=row["MsgRandom"],
-                        time=row["MsgTimeStamp"],
-                        body=row["MsgBody"],
-                        cloud_custom_data=row.get("CloudCustomData"),
-                        flag_bits=row.get("MsgFlagBits", 0),
-                        hidden_from=row.get("HiddenFrom"),
-                    )
-                )
-            else:
-                raise ValueError(f"state line {number}: unknown type {row.get('type')!r}")
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"line {number}: not a state row (not JSON)") from None
+            try:
+                store._load_row(row)
+            except ValueError as exc:
+                raise ValueError(f"line {number}: not a state row ({exc})") from None
         return store
+
+    def _load_row(self, row: Any) -> None:
+        """Add one state row; ``ValueError`` says what is wrong with it."""
+        if not isinstance(row, dict):
+            raise ValueError("not a JSON object")
+        kind = row.get("type")
+        if kind == "account":
+            self.import_account(_field(row, "UserID", str), _field(row, "Nick", str, None))
+        elif kind == "message":
+            self.add(
+                Message(
+                    from_account=_field(row, "From_Account", str),
+                    to_account=_field(row, "To_Account", str),
+                    seq=_field(row, "MsgSeq", int),
+                    random=_field(row, "MsgRandom", int),
+                    time=_field(row, "MsgTimeStamp", int),
+                    body=_field(row, "MsgBody", list),
+                    cloud_custom_data=_field(row, "CloudCustomData", str, None),
+                    flag_bits=_field(row, "MsgFlagBits", int, 0),
+                    hidden_from=_field(row, "HiddenFrom", str, None),
+                )
+            )
+        else:
+            raise ValueError(f"unknown type {kind!r}")
+
+
+_REQUIRED: Final = object()
+
+
+def _field(row: dict[str, Any], name: str, kind: type, default: Any = _REQUIRED) -> Any:
+    """``row[name]`` if it is a ``kind`` (a JSON bool is no int); ``default`` when absent or
+    null, if given."""
+    value = row.get(name)
+    if value is None and default is not _REQUIRED:
+        return default
+    if type(value) is not kind:
+        raise ValueError(f"{name}: must be {_KINDS[kind]}")
+    return value
+
+
+_KINDS: Final = {str: "a string", int: "a whole number", list: "an array"}

@@ -47,14 +47,17 @@ MAX_ANSWER_BYTES: Final = 2 * 1024 * 1024
 """A larger answer is an error. A full ``admin_getroammsg`` page (100 messages of at most 8 KB)
 stays under 1 MiB."""
 MAX_INFO_CHARS: Final = 1000
+_TO_STANDARD_BASE64: Final = str.maketrans("*-_", "+/=")
 """Network text (``ErrorInfo``, a connection error) is cut to this many characters."""
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with each of ``secrets`` (and its URL-quoted form) and every ``usersig=...``
-    query value replaced by ``<redacted>``."""
+    """``text`` with each of ``secrets`` and every ``usersig=...`` query value replaced by
+    ``<redacted>``. A secret is also found URL-quoted, and in standard base64 (``*-_`` back
+    to ``+/=``: a UserSig is URL-safe base64 that a server may echo converted back)."""
     for secret in secrets:
-        for form in {secret, quote(secret, safe="")}:
+        standard = secret.translate(_TO_STANDARD_BASE64)
+        for form in {secret, quote(secret, safe=""), standard, quote(standard, safe="")}:
             text = text.replace(form, "<redacted>")
     return _SECRET_PARAM.sub(r"\1<redacted>", text)
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from batchedit.im.errors import ImError
-from batchedit.outcomes import Outcome, Status
+from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT, Outcome, Status
 
 
 class ReportError(ImError):
@@ -29,6 +29,7 @@ _TEXT = (str,)
 _NULL = type(None)
 _OPTIONAL_INT = frozenset((int, _NULL))
 _OPTIONAL_TEXT = frozenset((str, _NULL))
+_AT_FIRST, _AT_END = AT_RANGE
 
 
 def _get(row: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> Any:
@@ -44,8 +45,9 @@ def _get(row: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> 
 def outcome_of_row(row: Any) -> Outcome:
     """The :class:`Outcome` a results row records; ``ValueError`` says what is wrong with it.
 
-    ``at`` (when the outcome was reached, UNIX seconds) and ``throttled`` are optional: rows
-    written before they existed read as ``at=None`` and ``throttled=0``.
+    ``at`` (when the outcome was reached, UNIX seconds from 2000 to 2100) and ``throttled``
+    are optional: rows written before they existed read as ``at=None`` and ``throttled=0``;
+    ``latency_ms`` is under a day.
     """
     # A fast path for the rows ``run`` writes; anything it does not accept goes through the
     # field-by-field check, which is the definition (and says what is wrong).
@@ -55,7 +57,7 @@ def outcome_of_row(row: Any) -> Outcome:
         info, digest = row["ErrorInfo"], row["hash"]
         names = (row["From_Account"], row["To_Account"], row["MsgKey"])
         throttled, note = row.get("throttled", 0), row.get("note")
-        at = row.get("at", 0.0)
+        at = row.get("at", _AT_FIRST)
     except (KeyError, TypeError):
         return _checked(row)
     if not (
@@ -66,6 +68,8 @@ def outcome_of_row(row: Any) -> Outcome:
         and type(at) in _NUMBER
         and line > 0
         and min(attempts, throttled, latency) >= 0
+        and latency < LATENCY_MS_LIMIT
+        and _AT_FIRST <= at < _AT_END
         and type(code) in _OPTIONAL_INT
         and type(info) is str
         and type(digest) is str
@@ -101,8 +105,12 @@ def _checked(row: Any) -> Outcome:
     throttled = _get(row, "throttled", _INT, "a whole number") if "throttled" in row else 0
     if min(attempts, latency_ms, throttled) < 0:
         raise ValueError("'attempts', 'latency_ms' and 'throttled' cannot be negative")
+    if latency_ms >= LATENCY_MS_LIMIT:
+        raise ValueError(f"'latency_ms' is {latency_ms}, not under a day")
     note = _get(row, "note", (str, _NULL), "a string") if "note" in row else None
     at = _get(row, "at", _NUMBER, "a number") if "at" in row else None
+    if at is not None and not _AT_FIRST <= at < _AT_END:
+        raise ValueError(f"'at' is {at}, not UNIX seconds from 2000 to 2100")
     return Outcome(
         line=line,
         digest=_get(row, "hash", _TEXT, "a string"),
