@@ -95,7 +95,10 @@ def _pair_values(raw: bytes, as_csv: bool) -> tuple[str, str] | str | None:
         return None
     row: Any
     if as_csv:
-        row = next(csv.reader([text]), [])
+        try:
+            row = next(csv.reader([text]), [])
+        except csv.Error as exc:  # a CR or NUL inside a field
+            return f"not a CSV row ({exc})"
     else:
         try:
             row = orjson.loads(raw)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchedit.im.client import RoamMessage
 from batchedit.im.errors import ConfigError
-from batchedit.pairs import parse_when
+from batchedit.pairs import BadPair, parse_when, read_pairs
 from batchedit.planner import Planner, PlanStats, explain_nothing
 from batchedit.rules import CcdEdit, RuleError, Rules, compile_replacement, parse_template
 
@@ -180,3 +181,13 @@ def test_a_time_outside_the_apis_range_is_refused_before_any_request(text: str) 
     """--since/--until beyond unsigned 32-bit seconds is a usage error, not 90001 per pair."""
     with pytest.raises(ConfigError):
         parse_when(text)
+
+
+def test_a_pairs_csv_line_with_a_cr_or_nul_is_one_bad_line(tmp_path: Path) -> None:
+    """A CR or NUL inside a CSV field is a numbered bad line, never a traceback."""
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"a,b\r\x00\nc,d\n")
+    found = list(read_pairs(path))
+    assert isinstance(found[0], BadPair)
+    assert found[0].reason.startswith("pairs line 1: not a CSV row")
+    assert found[1] == ("c", "d")
