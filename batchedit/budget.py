@@ -6,7 +6,7 @@ it reads the time from Redis's own clock (``TIME``; no client's clock is trusted
 throttle signal the caller brings, and reserves the next slot for the caller:
 
 * no window of ``window`` seconds holds more than the rate in force, across all processes
-  (the slots of the last window are kept in a list);
+  (the requests of the last window are kept in a sorted set);
 * slots are paced ``window / rate`` apart, whoever asks (a slot given late because nobody asked
   in time lets the next one come sooner, by at most one interval);
 * one process's throttle cut is the shared rate's cut, so it slows every process;
@@ -16,6 +16,11 @@ throttle signal the caller brings, and reserves the next slot for the caller:
 The caller sleeps until its slot on its own clock (a duration, not a date, so clocks need not
 agree). While it sleeps the next reservation is not made, so one process on its own reaches the
 full rate only if a round trip to Redis takes well under ``window / rate`` (5 ms at 200/s).
+What reaches the server is when a request leaves, so a request that leaves more than
+:data:`~batchedit.ratelimit.LATE` after its slot (a connection still being opened, a busy loop:
+most of all in a run's first second) is reported by a second script, and from then on counts
+from when Redis heard of it, for every process. (A request that leaves later than a whole window
+after its slot may still share a server second with a full window's worth.)
 A Redis that cannot be reached at the start is a configuration error; one lost during a run
 raises :class:`~batchedit.ratelimit.BudgetLost` from every later :meth:`RedisLimiter.acquire`,
 so no request goes out on a budget that is not shared any more.
@@ -39,7 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from batchedit.im.errors import ConfigError
-from batchedit.ratelimit import BudgetLost, RateStats
+from batchedit.ratelimit import LATE, BudgetLost, RateStats
 
 _GRANT = """
 local clock = redis.call('TIME')
@@ -66,30 +71,48 @@ local rate = target * in_force(now)
 local interval = window / rate
 local slot = now
 if due then
-  slot = math.max(now, math.ceil(due + interval))
+  slot = math.max(now, math.ceil(due + interval), last + 1)
 end
 local cap = math.max(1, math.floor(rate))
-if redis.call('LLEN', KEYS[1]) >= cap then
-  slot = math.max(slot, tonumber(redis.call('LINDEX', KEYS[1], -cap)) + window)
+if redis.call('ZCARD', KEYS[1]) >= cap then
+  local edge = redis.call('ZREVRANGE', KEYS[1], cap - 1, cap - 1, 'WITHSCORES')
+  slot = math.max(slot, tonumber(edge[2]) + window)
 end
-redis.call('RPUSH', KEYS[1], string.format('%d', slot))
-redis.call('LTRIM', KEYS[1], -math.ceil(target), -1)
+local member = string.format('%d', slot)
+redis.call('ZADD', KEYS[1], slot, member)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -math.ceil(target) - 1)
 redis.call('HSET', KEYS[2], 'share', string.format('%.17g', share),
   'cut_at', string.format('%d', cut_at), 'cut_slot', string.format('%d', cut_slot),
-  'last', string.format('%d', slot),
+  'last', member,
   'due', string.format('%.3f', due and math.max(due + interval, slot - interval) or slot))
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return {slot - now, slot, string.format('%.17g', rate), cut}
 """
-"""KEYS: the slots list and the state hash. ARGV: target (req/s), window (µs), cut factor,
-recovery (share of the target per second), floor (share of the target), the slot (µs) of the
-latest throttled request not yet reported or -1, the keys' time to live (ms). Every time is
-Redis's, in microseconds, written with ``%d`` or ``%.3f`` (Lua's own number format keeps 14
-digits). ``due`` is when the latest slot was due by the pacing: a slot given late (nobody asked
-in time) makes the next one due sooner, at most one interval's worth, as the bucket of
-:class:`~batchedit.ratelimit.AdaptiveLimiter` does.
+"""KEYS: the window (a sorted set: each request, named by its slot, scored by when it counts
+from) and the state hash. ARGV: target (req/s), window (µs), cut factor, recovery (share of the
+target per second), floor (share of the target), the slot (µs) of the latest throttled request
+not yet reported or -1, the keys' time to live (ms). Every time is Redis's, in microseconds,
+written with ``%d`` or ``%.3f`` (Lua's own number format keeps 14 digits). ``due`` is when the
+latest slot was due by the pacing: a slot given late (nobody asked in time) makes the next one
+due sooner, at most one interval's worth, as the bucket of
+:class:`~batchedit.ratelimit.AdaptiveLimiter` does. Slots only grow, so each names its request.
 Returns the µs to wait, the slot, the rate in force and whether the signal made a cut."""
+
+_LEFT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local counted = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+if not counted or counted < now then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -math.ceil(tonumber(ARGV[2])) - 1)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+return 0
+"""
+"""KEYS: the window. ARGV: a request's slot, the target (req/s), the key's time to live (ms).
+The request left late: from now on it counts from now, by Redis's clock when it hears of it (a
+little later than it left, which only holds later grants back more)."""
 
 _TTL_MS = 60_000
 """Idle keys expire after a minute: by then any cut has recovered and the window is empty."""
@@ -132,11 +155,15 @@ class RedisLimiter:
         self.target = rate
         self.window = window
         self._script = client.register_script(_GRANT)
+        self._left = client.register_script(_LEFT)
         self._keys = [f"{key}:slots", f"{key}:state"]
         floor_rate = floor if floor is not None else max(1.0, rate / 20)
         self._args = [rate, round(window * 1e6), cut, recovery, floor_rate / rate]
         self._where = where
         self._lock = asyncio.Lock()
+        self._due: dict[float, float] = {}
+        """Each grant not yet departed: when its slot was due, on this process's clock."""
+        self._reports: set[asyncio.Task[None]] = set()
         self._signal = -1
         self._lost: str | None = None
         self._rate = rate
@@ -158,21 +185,50 @@ class RedisLimiter:
                 raise BudgetLost(self._lost)
             signal, self._signal = self._signal, -1
             args = [*self._args, signal, _TTL_MS]
+            loop = asyncio.get_running_loop()
+            # The slot is due ``wait`` after Redis ran the script, which was no earlier than
+            # now: counting from now errs towards calling a departure late.
+            asked = loop.time()
             try:
                 reply: Any = await self._script(keys=self._keys, args=args)
             except (RedisError, OSError) as exc:
-                self._lost = f"lost the shared request budget at {self._where} ({exc})"
-                raise BudgetLost(self._lost) from None
+                raise BudgetLost(self._lose(exc)) from None
             wait, slot, rate, cut = int(reply[0]), int(reply[1]), float(reply[2]), int(reply[3])
             self._rate = rate
             self._lowest = min(self._lowest, rate)
             self._cuts += cut
-            if wait > 0:
-                await asyncio.sleep(wait / 1e6)
+            due = asked + wait / 1e6
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            self._due[slot / 1e6] = due
             return slot / 1e6
 
+    def _lose(self, exc: Exception) -> str:
+        if self._lost is None:
+            self._lost = f"lost the shared request budget at {self._where} ({exc})"
+        return self._lost
+
     def departed(self, granted_at: float) -> None:
-        """Nothing to do: Redis counts each slot from when it is due, whenever it leaves."""
+        """The request granted at ``granted_at`` leaves now. If that is more than
+        :data:`~batchedit.ratelimit.LATE` after its slot was due (a new connection, a busy
+        loop), Redis is told, and counts it from when it hears of it for every process."""
+        due = self._due.pop(granted_at, None)
+        if due is None or asyncio.get_running_loop().time() - due <= LATE or self._lost:
+            return
+        report = asyncio.create_task(self._report(round(granted_at * 1e6)))
+        self._reports.add(report)
+        report.add_done_callback(self._reports.discard)
+
+    async def _report(self, slot: int) -> None:
+        try:
+            await self._left(keys=self._keys[:1], args=[str(slot), self.target, _TTL_MS])
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+
+    async def settle(self) -> None:
+        """Wait until every late departure has been told to Redis (before closing the
+        connection)."""
+        await asyncio.gather(*self._reports)
 
     def follow(self, sent: Sequence[float] | None) -> None:
         """Nothing to do: the slots of a process that stopped stay in Redis for the window."""
@@ -197,6 +253,7 @@ class SharedBudget:
     def __init__(self, client: aioredis.Redis, where: str) -> None:
         self._client = client
         self.where = where
+        self._limiters: list[RedisLimiter] = []
 
     @classmethod
     async def connect(cls, url: str, *, io_seconds: float = 2.0) -> SharedBudget:
@@ -230,8 +287,12 @@ class SharedBudget:
     def limiter(self, sdkappid: int, api: str, rate: float, window: float) -> RedisLimiter:
         """The limiter for ``api`` of app ``sdkappid`` (the service limits each pair apart)."""
         key = f"batchedit:budget:{{{sdkappid}:{api}}}"
-        return RedisLimiter(self._client, key, rate, window=window, where=self.where)
+        limiter = RedisLimiter(self._client, key, rate, window=window, where=self.where)
+        self._limiters.append(limiter)
+        return limiter
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Tell Redis of the last late departures, then close the connection."""
+        for limiter in self._limiters:
+            await limiter.settle()
         await self._client.aclose()

@@ -83,6 +83,19 @@ async def test_a_process_started_as_another_stops_honours_its_window(limiters: L
     assert min(_micros(after)) >= min(_micros(before)) + 1_005_000
 
 
+async def test_a_request_that_leaves_late_counts_from_when_it_left(limiters: Limiters) -> None:
+    """A request that leaves well after its slot (a new connection, a busy loop) is counted
+    from when Redis heard it left, for every process: the grant that would share a window with
+    it waits a window after that, not a window after its slot."""
+    first, other = limiters(rate=5), limiters(rate=5)
+    late = await first.acquire()
+    await asyncio.sleep(0.3)
+    first.departed(late)
+    await first.settle()
+    after = [await other.acquire() for _ in range(5)]
+    assert _micros(after)[4] >= round(late * 1e6) + 300_000 + 1_005_000
+
+
 async def test_processes_that_all_have_work_take_turns(limiters: Limiters) -> None:
     """Four limiters asking all the time each get a fair share (exact turns on an idle machine;
     the bound leaves room for a busy one)."""
