@@ -8,6 +8,7 @@ is shown it goes through :func:`redact`.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import ssl
@@ -47,18 +48,27 @@ MAX_ANSWER_BYTES: Final = 2 * 1024 * 1024
 """A larger answer is an error. A full ``admin_getroammsg`` page (100 messages of at most 8 KB)
 stays under 1 MiB."""
 MAX_INFO_CHARS: Final = 1000
-_TO_STANDARD_BASE64: Final = str.maketrans("*-_", "+/=")
 """Network text (``ErrorInfo``, a connection error) is cut to this many characters."""
+_TO_STANDARD_BASE64: Final = str.maketrans("*-_", "+/=")
+
+
+@functools.lru_cache(maxsize=64)
+def _forms(secret: str) -> frozenset[str]:
+    """The ways a secret may be written back: as is, URL-quoted, in standard base64 (``*-_``
+    back to ``+/=``: a UserSig is URL-safe base64 that a server may echo converted back), and
+    that URL-quoted. Worked out once per secret, not per answer."""
+    standard = secret.translate(_TO_STANDARD_BASE64)
+    return frozenset({secret, quote(secret, safe=""), standard, quote(standard, safe="")})
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with each of ``secrets`` and every ``usersig=...`` query value replaced by
     ``<redacted>``. A secret is also found URL-quoted, and in standard base64 (``*-_`` back
-    to ``+/=``: a UserSig is URL-safe base64 that a server may echo converted back)."""
+    to ``+/=``), and that URL-quoted."""
     for secret in secrets:
-        standard = secret.translate(_TO_STANDARD_BASE64)
-        for form in {secret, quote(secret, safe=""), standard, quote(standard, safe="")}:
-            text = text.replace(form, "<redacted>")
+        for form in _forms(secret):
+            if form and form in text:
+                text = text.replace(form, "<redacted>")
     return _SECRET_PARAM.sub(r"\1<redacted>", text)
 
 
