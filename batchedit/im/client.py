@@ -8,6 +8,7 @@ is shown it goes through :func:`redact`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import re
@@ -246,8 +247,14 @@ _ON_DEPARTURE: ContextVar[Callable[[], None] | None] = ContextVar("on_departure"
 
 
 class _Connector(aiohttp.TCPConnector):
-    """A connector that tells the request it connects (see :meth:`ImClient.call_raw`) when it has
-    its connection, new or reused: the moment it leaves."""
+    """A connector that tells the request it connects (see :meth:`ImClient.call_raw`) when it
+    leaves: once it has its connection, new or reused, just before its bytes are written.
+
+    aiohttp (on Python 3.11) writes a request's headers and body from a task of its own that it
+    starts right after connecting, so its first step runs in the loop's next round, after
+    whatever else is ready by then. The notice is queued just before that task, so it runs just
+    before the write, not a busy round earlier: a request never counts as gone before it is.
+    """
 
     async def connect(
         self,
@@ -260,7 +267,7 @@ class _Connector(aiohttp.TCPConnector):
         on_departure = _ON_DEPARTURE.get()
         if on_departure is not None:
             _ON_DEPARTURE.set(None)
-            on_departure()
+            asyncio.get_running_loop().call_soon(on_departure)
         return connection
 
 
