@@ -318,7 +318,8 @@ class Summary:
         if not self.dry_run:
             lat = data["latency_ms"]
             timing = (
-                f" in {self.elapsed:.1f} s, achieved {self.achieved_rate:.1f} req/s"
+                f" in {self.elapsed:.1f} s"
+                + (f", achieved {self.achieved_rate:.1f} req/s" if self.achieved_rate else "")
                 if self.elapsed
                 else ""
             )

@@ -80,6 +80,7 @@ async def plan_edits(
         for a, b in pending:
             if stop.is_set() or stopping():
                 return
+            stats.conversations += 1  # read, whole or (a preview that stopped) in part
             try:
                 async for message in iter_history(call, a, b, since, until):
                     stats.messages += 1
@@ -96,7 +97,6 @@ async def plan_edits(
                 stop.set()
                 stats.error = stats.error or redact(f"{a} <-> {b}: {type(exc).__name__}: {exc}")
                 return
-            stats.conversations += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return stats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -351,6 +352,7 @@ def test_plan_preview_and_output(tmp_path: Path, emulator_process: StartEmulator
     assert preview.returncode == 0, preview.stderr.decode()
     shown = preview.stdout.decode()
     assert shown.count("  - TIMTextElem.Text: original ") == 2
+    assert re.search(r"plan: [1-9]\d* conversations read", preview.stderr.decode())
     assert shown.count("  + TIMTextElem.Text: edited ") == 2
     out = tmp_path / "plan.jsonl"
     written = subprocess.run(

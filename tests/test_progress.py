@@ -246,6 +246,15 @@ def test_a_run_that_sent_nothing_shows_no_latency() -> None:
     ]
 
 
+def test_a_run_of_one_request_claims_no_rate() -> None:
+    """One request has no rate between requests: the summary gives its time, not "0.0 req/s"."""
+    summary = Summary()
+    summary.add(Outcome(1, "0", Status.OK, "a", "b", "k", code=0, attempts=1, latency=0.01))
+    summary.sent_at(5.0)
+    summary.elapsed = 0.5
+    assert "  requests: 1 (0 retries) in 0.5 s" in summary.render().splitlines()
+
+
 def test_a_dry_run_counts_valid_lines_without_codes() -> None:
     """A dry run's validated lines are valid, not ok, and have no ErrorCode."""
     summary = Summary(dry_run=True)
