@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 import click
 import orjson
@@ -131,8 +132,30 @@ _RUN_OPTIONS = [
 ]
 
 
+class RunFlags(TypedDict):
+    """The options every sending command shares (fields of :class:`RunConfig`)."""
+
+    results: Path | None
+    breaker: int
+    grace: float
+    settle: float | None
+    resume: bool
+    summary_json: Path | None
+
+
+_RUN_NAMES = tuple(RunFlags.__annotations__)
+
+
 def _run_options(command: F) -> F:
-    return with_options(_RUN_OPTIONS, command)
+    """Add the options every sending command shares; the command receives them as one ``flags``
+    argument (:class:`RunFlags`)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in _RUN_NAMES}
+        return command(*args, flags=flags, **kwargs)
+
+    return with_options(_RUN_OPTIONS, wrapper)  # type: ignore[return-value]
 
 
 def _execute(
@@ -173,16 +196,16 @@ def _execute(
 
 
 def _config(
-    conn: Connection, results: Path | None, *, reads_on_dry_run: bool = False, **options: Any
+    conn: Connection, flags: RunFlags, *, reads_on_dry_run: bool = False, **options: Any
 ) -> RunConfig:
     dry_run = bool(options.get("dry_run"))
-    if results is None and not dry_run:
+    if flags["results"] is None and not dry_run:
         raise ConfigError("--results is required (unless --dry-run)")
-    if options.get("resume") and results is None:
+    if flags["resume"] and flags["results"] is None:
         raise ConfigError("--resume needs --results")
     offline = dry_run and not reads_on_dry_run
     return RunConfig(
-        results=results,
+        **flags,
         endpoint="" if offline else conn.endpoint(),
         sig=None if offline else conn.sig(),
         rate=conn.rate or None,
@@ -212,12 +235,7 @@ def _config(
 def run(
     edits: Path,
     conn: Connection,
-    results: Path | None,
-    breaker: int,
-    grace: float,
-    settle: float | None,
-    resume: bool,
-    summary_json: Path | None,
+    flags: RunFlags,
     out: Output,
     dry_run: bool,
     backup: Path | None,
@@ -232,15 +250,10 @@ def run(
     try:
         config = _config(
             conn,
-            results,
-            breaker=breaker,
-            grace=grace,
-            settle=settle,
-            resume=resume,
+            flags,
             dry_run=dry_run,
             backup=backup,
             force=force,
-            summary_json=summary_json,
         )
         source = sys.stdin.buffer if str(edits) == "-" else _open(edits)
     except ConfigError as exc:
@@ -270,12 +283,7 @@ def run(
 def undo(
     backup: Path,
     conn: Connection,
-    results: Path | None,
-    breaker: int,
-    grace: float,
-    settle: float | None,
-    resume: bool,
-    summary_json: Path | None,
+    flags: RunFlags,
     out: Output,
     dry_run: bool,
     backup_to: Path | None,
@@ -296,16 +304,11 @@ def undo(
     try:
         config = _config(
             conn,
-            results,
+            flags,
             reads_on_dry_run=True,
-            breaker=breaker,
-            grace=grace,
-            settle=settle,
-            resume=resume,
             dry_run=dry_run,
             backup=backup_to,
             force=force,
-            summary_json=summary_json,
             read_from=backup,
         )
         plan = read_backup(backup)
@@ -323,12 +326,7 @@ def undo(
 def verify(
     edits: Path,
     conn: Connection,
-    results: Path | None,
-    breaker: int,
-    grace: float,
-    settle: float | None,
-    resume: bool,
-    summary_json: Path | None,
+    flags: RunFlags,
     out: Output,
 ) -> None:
     """Read back every message EDITS targets and check that it reads as EDITS says.
@@ -344,12 +342,7 @@ def verify(
     try:
         config = _config(
             conn,
-            results,
-            breaker=breaker,
-            grace=grace,
-            settle=settle,
-            resume=resume,
-            summary_json=summary_json,
+            flags,
         )
         if str(edits) == "-":
             raise ConfigError("verify reads EDITS twice, so it must be a file, not stdin")
