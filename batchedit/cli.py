@@ -166,6 +166,11 @@ def _execute(
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
     # passes would otherwise pause the loop for milliseconds and bunch requests together.
     gc.freeze()
+    # glibc serves blocks over its mmap threshold (128 KiB at first) with mmap, so each 256 KiB
+    # buffer asyncio receives an answer into would cost an mmap, mremap and munmap. Freeing one
+    # larger block raises that threshold (glibc sets it to the size of a mapped block freed),
+    # and those buffers come from the heap. Elsewhere this is only a short-lived allocation.
+    bytes(1024 * 1024)
     try:
         with source, out.watch(total) as observer:
             summary = asyncio.run(

@@ -27,6 +27,8 @@ from batchedit.im.errors import ConfigError
 MAX_ROW_BYTES: Final = 8 * 1024 * 1024
 """Longer rows are damage: ours stay far below (a before-image holds one message)."""
 _TAIL_CHUNK: Final = 64 * 1024
+_READ_BLOCK: Final = 256 * 1024
+"""Bytes read at once; far below :data:`MAX_ROW_BYTES`."""
 
 
 class LogDamaged(ConfigError):
@@ -188,10 +190,10 @@ class JsonlAppender:
         """
         if self._file is None:
             raise RuntimeError("JsonlAppender used outside 'with'")
-        data = orjson.dumps(row) + b"\n"
+        data = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
         fd = self._file.fileno()
         try:
-            done = 0
+            done = os.write(fd, data)
             while done < len(data):
                 done += os.write(fd, data[done:])
         except OSError:
@@ -232,6 +234,19 @@ class JsonlAppender:
 def read_log(path: Path, kind: str, *, shared_lock: bool = False) -> Iterator[tuple[int, bytes]]:
     """The complete rows of a log as (line number, bytes), each with its newline.
 
+    As :func:`read_log_blocks`, one row at a time.
+    """
+    for first, rows in read_log_blocks(path, kind, shared_lock=shared_lock):
+        for number, raw in enumerate(rows, first):
+            yield number, raw + b"\n"
+
+
+def read_log_blocks(
+    path: Path, kind: str, *, shared_lock: bool = False
+) -> Iterator[tuple[int, list[bytes]]]:
+    """The complete rows of a log, a block at a time: (line number of the first row, the rows
+    without their newlines).
+
     A last row without a newline is a row torn by a crash: it is skipped (and said so). A row
     longer than :data:`MAX_ROW_BYTES` raises :class:`LogDamaged`. With ``shared_lock`` the log
     is locked against a run writing it meanwhile. ``OSError`` becomes :class:`ConfigError`
@@ -244,22 +259,36 @@ def read_log(path: Path, kind: str, *, shared_lock: bool = False) -> Iterator[tu
     if shared_lock:
         _lock(stream, path, shared=True)
     with stream:
-        number = 0
+        number = 1
+        start: list[bytes] = []  # the pieces of the row not ended yet, ``pending`` bytes
+        pending = 0
         while True:
             try:
-                raw = stream.readline(MAX_ROW_BYTES + 1)
+                block = stream.read(_READ_BLOCK)
             except OSError as exc:
                 raise ConfigError(f"cannot read {kind} {path}: {exc.strerror}") from None
-            if not raw:
-                return
-            number += 1
-            if not raw.endswith(b"\n"):
-                if len(raw) > MAX_ROW_BYTES:
+            if not block:
+                break
+            rows = block.split(b"\n")
+            if len(rows) == 1:
+                start.append(block)
+                pending += len(block)
+                if pending > MAX_ROW_BYTES:
                     raise LogDamaged(path, number, f"row longer than {MAX_ROW_BYTES} bytes")
-                log_note(
-                    f"{path}: its last row (line {number}) was torn by a crash "
-                    f"({len(raw)} bytes without a newline); ignored it",
-                    "repair",
-                )
-                return
-            yield number, raw
+                continue
+            if start:
+                start.append(rows[0])
+                rows[0] = b"".join(start)
+            tail = rows.pop()
+            start, pending = ([tail], len(tail)) if tail else ([], 0)
+            # Only a row begun in an earlier block can be longer than a block, so only the first.
+            if len(rows[0]) > MAX_ROW_BYTES:
+                raise LogDamaged(path, number, f"row longer than {MAX_ROW_BYTES} bytes")
+            yield number, rows
+            number += len(rows)
+        if start:
+            log_note(
+                f"{path}: its last row (line {number}) was torn by a crash "
+                f"({pending} bytes without a newline); ignored it",
+                "repair",
+            )

@@ -216,7 +216,8 @@ class Summary:
 
     def add(self, outcome: Outcome) -> None:
         """Fold one outcome in."""
-        self.statuses[outcome.status.value] += 1
+        # ``_value_``: the plain attribute (``value`` is a slow descriptor in Python 3.11).
+        self.statuses[outcome.status._value_] += 1
         if outcome.status is not Status.INVALID and not self.dry_run:
             self.codes["none" if outcome.code is None else str(outcome.code)] += 1
         if outcome.attempts:

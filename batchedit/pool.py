@@ -43,6 +43,9 @@ class OrderedPool(Generic[T]):
         self._key = key
         self._concurrency = concurrency
         self._buffer = buffer or concurrency * 4
+        # The submitter is woken once a quarter of the buffer is free, not at each free slot:
+        # one wake-up per many records instead of one per record.
+        self._refill = self._buffer - max(1, self._buffer // 4)
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
         self._chains: dict[Hashable, deque[T]] = {}
         self._pending = 0
@@ -121,7 +124,8 @@ class OrderedPool(Generic[T]):
 
     def _done_one(self) -> None:
         self._pending -= 1
-        self._room.set()
+        if self._pending <= self._refill:
+            self._room.set()
         if self._pending == 0:
             self._idle.set()
 

@@ -18,15 +18,16 @@ import stat
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Generic, TypeVar
 
-from batchedit.records import Done, Item, read_records
+from batchedit.records import Done, DoneCheck, read_batches
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+T = TypeVar("T")
 BATCH = 512
-"""Most records handed over at once."""
+"""The reader waits while this many lines wait for the loop."""
 
 
 class InputError(Exception):
@@ -85,23 +86,31 @@ def _waitable_fd(stream: IO[bytes]) -> int | None:
     return None if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else fd
 
 
-class LineReader:
-    """Reads ``stream`` in a thread: every line as :func:`~batchedit.records.read_records` gives
-    it (``done`` as there), in batches of at most :data:`BATCH`.
+class LineReader(Generic[T]):
+    """Reads ``stream`` in a thread: every line as :func:`~batchedit.records.read_batches` gives
+    it (``parse`` and ``done`` as there), in batches.
 
     Create it inside the running loop and use it as ``async with``; leaving the block stops the
     thread and waits for it.
     """
 
-    def __init__(self, stream: IO[bytes], done: Callable[[int, str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        parse: Callable[[int, bytes, str], T],
+        done: DoneCheck | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._finished = self._loop.create_future()
         self._stream = stream
+        self._parse = parse
         self._done = done
         self._raw: _Wakeable | None = None
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self._ready: list[Item | Done] = []
+        self._ready: list[T | Done] = []
+        self._waiting_lines = 0
+        """Lines in ``_ready``: a :class:`Done` holds many."""
         self._ended = False
         self._stopped = False
         self._error: Exception | None = None
@@ -109,7 +118,7 @@ class LineReader:
         self.lines_read = 0
         """The number of the last line taken from the stream (handed over or not)."""
 
-    async def __aenter__(self) -> LineReader:
+    async def __aenter__(self) -> LineReader[T]:
         fd = _waitable_fd(self._stream)
         if fd is not None:
             self._raw = _Wakeable(fd)
@@ -134,7 +143,7 @@ class LineReader:
             if self._raw is not None and not self._raw.closed:
                 self._raw.wake()
 
-    async def batch(self) -> list[Item | Done] | None:
+    async def batch(self) -> list[T | Done] | None:
         """The records read since the last call (waiting for at least one); ``None`` at the end
         of the input or after :meth:`stop`. Raises :class:`InputError` if reading failed."""
         # Always yield once: a reader that keeps ahead must not starve the loop (signals, ticks).
@@ -143,6 +152,7 @@ class LineReader:
             with self._lock:
                 if self._ready and not self._stopped:
                     ready, self._ready = self._ready, []
+                    self._waiting_lines = 0
                     self._room.notify_all()
                     return ready
                 if self._error is not None:
@@ -158,15 +168,19 @@ class LineReader:
         if self._raw is not None:
             stream = io.BufferedReader(self._raw, 1 << 16)
         try:
-            for entry in read_records(stream, self._done):
-                self.lines_read = entry.line
-                with self._lock:
-                    while len(self._ready) >= BATCH and not self._stopped:
-                        self._room.wait()
-                    if self._stopped:
-                        return
-                    self._ready.append(entry)
-                    self._poke()
+            # Closed before the loop hears of the end: the stream is then left where reading
+            # ended, for the count of the lines left unread.
+            with contextlib.closing(read_batches(stream, self._parse, self._done)) as batches:
+                for lines, batch in batches:
+                    self.lines_read += lines
+                    with self._lock:
+                        while self._waiting_lines >= BATCH and not self._stopped:
+                            self._room.wait()
+                        if self._stopped:
+                            return
+                        self._ready.extend(batch)
+                        self._waiting_lines += lines
+                        self._poke()
         except Exception as exc:  # handed to the loop, which stops the run with it
             with self._lock:
                 self._error = exc

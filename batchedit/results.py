@@ -6,15 +6,18 @@ into a :class:`ResumeIndex` and skips the lines that are already done with the s
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Mapping
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
 from batchedit.im.errors import ConfigError
-from batchedit.jsonlog import LogDamaged, read_log
+from batchedit.jsonlog import LogDamaged, read_log_blocks
 from batchedit.outcomes import AT_RANGE, LATENCY_MS_LIMIT, commands_giving
 
 _DONE: Final = {"ok": 1, "failed": 0, "invalid": 2}
@@ -24,7 +27,10 @@ _DENSE_SLACK: Final = 1 << 20
 in a dict, so no row, however odd its line number, costs more than a few bytes."""
 _MAX_LINE: Final = 2**63 - 1
 _NUMBER: Final = (int, float)
+_NUMBER_TYPES: Final = frozenset(_NUMBER)
 _AT_FIRST, _AT_END = AT_RANGE
+_INVALID: Final = 2
+_PICK: Final = itemgetter("line", "outcome", "hash")
 
 
 def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
@@ -100,24 +106,77 @@ class ResumeIndex:
         index = cls()
         if not path.exists():
             return index
-        for number, raw in read_log(path, "results log"):
-            entry = _entry(raw, codes)
-            if isinstance(entry, str):
-                _refuse_another_commands(path, raw, command)
-                raise LogDamaged(path, number, f"not a results row ({entry})")
-            index._set(*entry)
+        for first, rows in read_log_blocks(path, "results log"):
+            if index._add_block(rows, codes):
+                continue
+            for number, raw in enumerate(rows, first):
+                entry = _entry(raw, codes)
+                if isinstance(entry, str):
+                    _refuse_another_commands(path, raw, command)
+                    raise LogDamaged(path, number, f"not a results row ({entry})")
+                index._set(*entry)
         return index
+
+    def _add_block(self, rows: list[bytes], codes: Mapping[str, int]) -> bool:
+        """Add a block of rows whose fields all have the shapes a run writes, checking them a
+        column at a time; ``False`` (nothing added) when any row is odd, for :func:`_entry` to
+        judge row by row."""
+        try:
+            parsed = list(map(orjson.loads, rows))
+            lines, outcomes, hashes = zip(*map(_PICK, parsed), strict=True)
+            ats = list(map(dict.get, parsed, repeat("at"), repeat(_AT_FIRST)))
+            latencies = list(map(dict.get, parsed, repeat("latency_ms"), repeat(0)))
+            if (
+                set(map(type, lines)) != {int}
+                or min(lines) < 1
+                or max(lines) > _MAX_LINE
+                or not codes.keys() >= set(outcomes)
+                or set(map(len, hashes)) != {16}
+                or not set(map(type, ats)) <= _NUMBER_TYPES
+                or min(ats) < _AT_FIRST
+                or max(ats) >= _AT_END
+                or not set(map(type, latencies)) <= _NUMBER_TYPES
+                or min(latencies) < 0
+                or max(latencies) >= LATENCY_MS_LIMIT
+            ):
+                return False
+            digests = array("Q", bytes.fromhex("".join(hashes)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        if len(digests) != len(rows):  # fromhex skips spaces: a hash held some
+            return False
+        if sys.byteorder == "little":
+            digests.byteswap()  # the hex is big-endian, as int(hash, 16) reads it
+        dones = map(codes.__getitem__, outcomes)
+        top = max(lines)
+        if top >= len(self._done) and top > 2 * (self._rows + len(rows)) + _DENSE_SLACK:
+            for row in zip(lines, digests, dones, strict=True):
+                self._set(*row)
+            return True
+        self._rows += len(rows)
+        self._grow(top)
+        if self._far:
+            for line in lines:
+                self._far.pop(line, None)
+        for line, digest, done in zip(lines, digests, dones, strict=True):
+            self._digests[line] = digest
+            self._done[line] = done
+        return True
+
+    def _grow(self, line: int) -> None:
+        """Make the flat arrays reach ``line``."""
+        grow = line + 1 - len(self._done)
+        if grow > 0:
+            self._done.extend(bytes(grow))
+            self._digests.frombytes(bytes(8 * grow))
 
     def _set(self, line: int, digest: int, done: int) -> None:
         self._rows += 1
-        size = len(self._done)
-        if line >= size:
+        if line >= len(self._done):
             if line > 2 * self._rows + _DENSE_SLACK:
                 self._far[line] = (digest, done)
                 return
-            grow = line + 1 - size
-            self._done.extend(bytes(grow))
-            self._digests.frombytes(bytes(8 * grow))
+            self._grow(line)
         if self._far:
             self._far.pop(line, None)
         self._digests[line] = digest
@@ -134,9 +193,28 @@ class ResumeIndex:
             and self._digests[line] == int(digest, 16)
         )
 
-    def was_invalid(self, line: int) -> bool:
-        """Whether ``line``'s earlier final outcome was ``invalid`` (never applied)."""
-        return 0 < line < len(self._done) and self._done[line] == 2
+    def done_among(self, first: int, digests: list[str]) -> list[bool]:
+        """Which of line ``first`` and the lines right after it, with these digests (as
+        :func:`~batchedit.records.line_digest` makes them), :meth:`is_done`."""
+        end = first + len(digests)
+        # All of them flagged done (the usual resume): then one compare of the digests.
+        flagged = first > 0 and end <= len(self._done) and 0 not in self._done[first:end]
+        if flagged and not self._far:
+            ours = array("Q", bytes.fromhex("".join(digests)))
+            if sys.byteorder == "little":
+                ours.byteswap()
+            if ours == self._digests[first:end]:
+                return [True] * len(digests)
+        return [self.is_done(line, digest) for line, digest in enumerate(digests, first)]
+
+    def invalid_among(self, first: int, count: int) -> int:
+        """How many of line ``first`` and the ``count - 1`` lines after it ended ``invalid``
+        (never applied)."""
+        found = self._done[max(first, 0) : max(first + count, 0)].count(_INVALID)
+        if self._far:
+            far = (self._far.get(line) for line in range(first, first + count))
+            found += sum(1 for entry in far if entry is not None and entry[1] == _INVALID)
+        return found
 
     def __len__(self) -> int:
         return sum(1 for d in self._done if d) + sum(1 for _, d in self._far.values() if d)

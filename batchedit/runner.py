@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from batchedit.edits import Action, Edits, LineKind, Wiring, outcome_of
+from batchedit.feed import Entry, Feed, dry_outcome
 from batchedit.im.client import redact
 from batchedit.im.errors import ConfigError
 from batchedit.im.tls import check_certificate, client_context
@@ -26,7 +27,7 @@ from batchedit.preflight import check_run_files, count_rest, start_lines
 from batchedit.progress import Observer, Progress, ticking
 from batchedit.ratelimit import Limiter
 from batchedit.reader import InputError, LineReader
-from batchedit.records import Done, EditRecord, InvalidRecord, Item, MessageId, parse_line
+from batchedit.records import EditRecord, parse_line
 from batchedit.results import ResumeIndex
 from batchedit.sender import RunControl, Track
 from batchedit.wiring import ApiConfig, Senders
@@ -160,7 +161,7 @@ class _Run:
         self._results_failed = False
         self._log_failed = False
         self._action: Action | None = None
-        self._reader: LineReader | None = None
+        self._reader: LineReader[Entry] | None = None
         self._pool: OrderedPool[EditRecord] | None = None
 
     @property
@@ -254,8 +255,12 @@ class _Run:
                     notice,
                 )
                 self._action, self.limiter = await self.kind.open(source, wiring)
-            done = self.index.is_done if self.index is not None else None
-            reader = self._reader = await stack.enter_async_context(LineReader(source, done))
+            done = self.index.done_among if self.index is not None else None
+            # A dry run that sends nothing makes its outcomes as the lines are read, no records.
+            parse = dry_outcome if senders is None else parse_line
+            reader = self._reader = await stack.enter_async_context(
+                LineReader[Entry](source, parse, done)
+            )
             self.state.on_stop(reader.stop)
             if senders is None:
                 await self._feed(reader, None)
@@ -315,46 +320,14 @@ class _Run:
         self.state.stop("fatal", f"line {item.line}: {error}; run again with --resume")
         return error
 
-    async def _feed(self, reader: LineReader, pool: OrderedPool[EditRecord] | None) -> None:
-        """Hand every line to the pool (or, on a dry run, record it) until the input ends or the
+    async def _feed(self, reader: LineReader[Entry], pool: OrderedPool[EditRecord] | None) -> None:
+        """Hand every line on (see :class:`~batchedit.feed.Feed`) until the input ends or the
         run stops. An input that cannot be read stops the run."""
-        redo: set[MessageId] = set()
         try:
-            while (batch := await reader.batch()) is not None:
-                for entry in batch:
-                    if self.state.stopping:
-                        return
-                    item = self._unless_done(entry, redo)
-                    if item is None:
-                        self.summary.skipped += 1
-                        if self.index is not None and self.index.was_invalid(entry.line):
-                            self.summary.skipped_invalid += 1
-                    elif isinstance(item, InvalidRecord):
-                        self.record(outcome_of(item, Status.INVALID, info=item.reason))
-                    elif pool is None:
-                        self.record(outcome_of(item, Status.OK, note="dry run: valid, not sent"))
-                    else:
-                        if self.index is not None:
-                            redo.add(item.message)
-                        if not await pool.submit(item):
-                            return
+            await Feed(self.state, self.summary, self.index, self.record)(reader, pool)
         except Exception as exc:  # the input stream failed: nothing after it can be trusted
             cause = exc.__cause__ if isinstance(exc, InputError) and exc.__cause__ else exc
             self.state.stop("fatal", f"cannot read the input: {_describe(cause)}")
-
-    @staticmethod
-    def _unless_done(entry: Item | Done, redo: set[MessageId]) -> Item | None:
-        """The item to handle, or ``None`` for a line an earlier run finished.
-
-        A finished line is redone when an earlier line of its message is being redone: the
-        message must still end with the last edit of the file.
-        """
-        if not isinstance(entry, Done):
-            return entry
-        if not redo:
-            return None
-        item = parse_line(entry.line, entry.raw, entry.digest)
-        return item if isinstance(item, EditRecord) and item.message in redo else None
 
 
 def _removed_if_refused(

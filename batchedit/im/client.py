@@ -76,6 +76,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def network_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Text that came from the network, safe to log and print: redacted (see :func:`redact`),
     control and bidi characters escaped, cut to :data:`MAX_INFO_CHARS`."""
+    if (
+        len(text) <= MAX_INFO_CHARS
+        and text.isascii()
+        and text.isprintable()
+        and "%" not in text  # no secret's URL-quoted form, then
+        and "usersig" not in text.lower()
+        and not any(
+            secret in text or secret.translate(_TO_STANDARD_BASE64) in text for secret in secrets
+        )
+    ):
+        return text  # the usual short answer ("succeed"): nothing to redact, escape or cut
     text = _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], redact(text, secrets))
     if len(text) > MAX_INFO_CHARS:
         text = f"{text[:MAX_INFO_CHARS]}... ({len(text) - MAX_INFO_CHARS} more characters)"
