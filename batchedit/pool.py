@@ -87,11 +87,12 @@ class OrderedPool(Generic[T]):
             return False
         self._pending += 1
         self._idle.clear()
-        chain = self._chains.get(self._key(item))
+        key = self._key(item)
+        chain = self._chains.get(key)
         if chain is not None:
             chain.append(item)
         else:
-            self._chains[self._key(item)] = deque()
+            self._chains[key] = deque()
             self._queue.put_nowait(item)
         return True
 

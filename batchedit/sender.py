@@ -185,6 +185,8 @@ class Settle:
 
     def remaining(self, key: Hashable) -> float:
         """Seconds ``key``'s next request must still wait (0: none)."""
+        if not self._until:
+            return 0.0
         now = time.monotonic()
         while self._order and self._order[0][0] <= now:
             until, old = self._order.popleft()

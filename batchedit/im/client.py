@@ -80,11 +80,8 @@ def network_text(text: str, secrets: Iterable[str] = ()) -> str:
         len(text) <= MAX_INFO_CHARS
         and text.isascii()
         and text.isprintable()
-        and "%" not in text  # no secret's URL-quoted form, then
         and "usersig" not in text.lower()
-        and not any(
-            secret in text or secret.translate(_TO_STANDARD_BASE64) in text for secret in secrets
-        )
+        and not any(form in text for secret in secrets for form in _forms(secret))
     ):
         return text  # the usual short answer ("succeed"): nothing to redact, escape or cut
     text = _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], redact(text, secrets))
