@@ -8,7 +8,10 @@ A dry run that sends nothing makes each line's outcome in the reader thread
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
+from typing import Any, Final
 
 from batchedit.edits import outcome_of
 from batchedit.outcomes import Outcome, Status, Summary
@@ -33,21 +36,38 @@ Entry = Item | Outcome
 """What the reader makes of a line that is not done: a record, or a dry run's outcome."""
 
 
+# A dry run makes one Outcome per valid line. The dataclass's frozen __init__ sets each field
+# by name through object.__setattr__; setting the slots through their descriptors takes half the
+# time, and that is a fifth of a dry run's work per line. The fields a line does not change are
+# taken from an Outcome the dataclass made.
+_SLOTS: Final[dict[str, Callable[[Outcome, Any], None]]] = {
+    f.name: getattr(Outcome, f.name).__set__ for f in dataclasses.fields(Outcome)
+}
+_PER_LINE: Final = ("line", "digest", "from_account", "to_account", "msg_key", "at")
+_DRY_VALID: Final = Outcome(0, "", Status.OK, None, None, None, note=DRY_RUN)
+_ALIKE: Final = tuple(
+    (set_, getattr(_DRY_VALID, name)) for name, set_ in _SLOTS.items() if name not in _PER_LINE
+)
+_SET_LINE, _SET_DIGEST, _SET_FROM, _SET_TO, _SET_KEY, _SET_AT = (_SLOTS[n] for n in _PER_LINE)
+
+
 def dry_outcome(number: int, raw: bytes, digest: str) -> Outcome:
     """A dry run's outcome for one line: valid (not sent) or invalid."""
     checked = check_line(number, raw, digest)
     if isinstance(checked, InvalidRecord):
         return outcome_of(checked, Status.INVALID, info=checked.reason)
     fields = checked[1]
-    return Outcome(
-        number,
-        digest,
-        Status.OK,
-        fields["From_Account"],
-        fields["To_Account"],
-        fields["MsgKey"],
-        note=DRY_RUN,
-    )
+    # As Outcome(number, digest, Status.OK, <the identity>, note=DRY_RUN) makes it.
+    outcome: Outcome = object.__new__(Outcome)
+    _SET_LINE(outcome, number)
+    _SET_DIGEST(outcome, digest)
+    _SET_FROM(outcome, fields["From_Account"])
+    _SET_TO(outcome, fields["To_Account"])
+    _SET_KEY(outcome, fields["MsgKey"])
+    _SET_AT(outcome, time.time())
+    for set_, value in _ALIKE:
+        set_(outcome, value)
+    return outcome
 
 
 class Feed:

@@ -31,6 +31,7 @@ _NUMBER_TYPES: Final = frozenset(_NUMBER)
 _AT_FIRST, _AT_END = AT_RANGE
 _INVALID: Final = 2
 _PICK: Final = itemgetter("line", "outcome", "hash")
+_PICK_ALL: Final = itemgetter("line", "outcome", "hash", "at", "latency_ms")
 
 
 def _entry(raw: bytes, codes: Mapping[str, int]) -> tuple[int, int, int] | str:
@@ -81,6 +82,20 @@ def _named(command: str) -> str:
     return f"{'an' if command[0] in 'aeiou' else 'a'} `{command}`"
 
 
+def _columns(rows: list[Any]) -> tuple[tuple[Any, ...], ...]:
+    """The line, outcome, hash, at and latency_ms of each of ``rows`` (parsed), a column each;
+    a row without ``at`` or ``latency_ms`` (an older batchedit's) has the one :func:`_entry`
+    takes then. Raises ``KeyError`` or ``TypeError`` for rows without the others, or not
+    objects."""
+    try:
+        return tuple(zip(*map(_PICK_ALL, rows), strict=True))
+    except KeyError:
+        lines, outcomes, hashes = zip(*map(_PICK, rows), strict=True)
+        ats = tuple(map(dict.get, rows, repeat("at"), repeat(_AT_FIRST)))
+        latencies = tuple(map(dict.get, rows, repeat("latency_ms"), repeat(0)))
+        return lines, outcomes, hashes, ats, latencies
+
+
 class ResumeIndex:
     """The final outcome of each line of an earlier run: done (ok or invalid) with which hash.
 
@@ -122,10 +137,7 @@ class ResumeIndex:
         column at a time; ``False`` (nothing added) when any row is odd, for :func:`_entry` to
         judge row by row."""
         try:
-            parsed = list(map(orjson.loads, rows))
-            lines, outcomes, hashes = zip(*map(_PICK, parsed), strict=True)
-            ats = list(map(dict.get, parsed, repeat("at"), repeat(_AT_FIRST)))
-            latencies = list(map(dict.get, parsed, repeat("latency_ms"), repeat(0)))
+            lines, outcomes, hashes, ats, latencies = _columns(list(map(orjson.loads, rows)))
             if (
                 set(map(type, lines)) != {int}
                 or min(lines) < 1
@@ -147,7 +159,7 @@ class ResumeIndex:
             return False
         if sys.byteorder == "little":
             digests.byteswap()  # the hex is big-endian, as int(hash, 16) reads it
-        dones = map(codes.__getitem__, outcomes)
+        dones = bytes(map(codes.__getitem__, outcomes))
         top = max(lines)
         if top >= len(self._done) and top > 2 * (self._rows + len(rows)) + _DENSE_SLACK:
             for row in zip(lines, digests, dones, strict=True):
@@ -158,9 +170,10 @@ class ResumeIndex:
         if self._far:
             for line in lines:
                 self._far.pop(line, None)
+        all_digests, all_done = self._digests, self._done
         for line, digest, done in zip(lines, digests, dones, strict=True):
-            self._digests[line] = digest
-            self._done[line] = done
+            all_digests[line] = digest
+            all_done[line] = done
         return True
 
     def _grow(self, line: int) -> None:
