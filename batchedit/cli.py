@@ -166,6 +166,10 @@ def _execute(
     # Everything alive now lives as long as the run: keep it out of the cyclic GC, whose full
     # passes would otherwise pause the loop for milliseconds and bunch requests together.
     gc.freeze()
+    # The youngest generation is collected once 700 more objects live than at the last pass; a
+    # run keeps thousands alive a moment (requests in flight, records waiting), each pass walks
+    # them all again, and that cost 3 µs per edit. Ten times fewer passes, the same garbage freed.
+    gc.set_threshold(10_000, 10, 10)
     # glibc serves blocks over its mmap threshold (128 KiB at first) with mmap, so each 256 KiB
     # buffer asyncio receives an answer into would cost an mmap, mremap and munmap. Freeing one
     # larger block raises that threshold (glibc sets it to the size of a mapped block freed),
