@@ -2,9 +2,10 @@
 
 ``plain`` compares ``batchedit run`` (no rate limit, zero latency) with a bare aiohttp loop that
 sends the same edits, once as it is and once writing and flushing one JSON result line per edit
-(the work a run cannot skip); ``memory`` runs a 1,000,000-line ``--dry-run`` and a 100,000-edit
-unlimited run; ``resume`` skips 1,000,000 lines a results log already has. Each run prints wall
-time and CPU time (user + sys, from ``wait4``): on a busy machine the CPU time is the steadier.
+(the work a run cannot skip); ``memory`` runs a 1,000,000-line ``--dry-run`` (and a 100,000-line
+one, for its peak RSS) and a 100,000-edit unlimited run; ``resume`` skips 1,000,000 lines a
+results log already has. Each run prints wall time and CPU time (user + sys, from ``wait4``): on
+a busy machine the CPU time is the steadier.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -153,10 +155,15 @@ def section_memory(work: Path) -> None:
     of a 100,000-edit unlimited run."""
     big = work / "million.jsonl"
     _million_edits(big)
+    tenth = work / "tenth.jsonl"
+    with big.open("rb") as source:
+        tenth.write_bytes(b"".join(islice(source, MILLION // 10)))
+    small = run_cli([str(tenth), "--dry-run"], "")
     done = run_cli([str(big), "--dry-run"], "")
     print(
         f"(d) 1,000,000-line --dry-run: peak RSS {done.rss_mib:.0f} MiB, wall {done.wall:.1f} s "
-        f"({MILLION / done.wall:.0f} lines/s), {done.cpu:.1f} CPU s, exit {done.status}"
+        f"({MILLION / done.wall:.0f} lines/s), {done.cpu:.1f} CPU s, exit {done.status}; "
+        f"100,000 lines: peak RSS {small.rss_mib:.0f} MiB"
     )
     with emulator(
         work,
