@@ -267,7 +267,9 @@ class Sender:
             generation = self._client.sig.generation
             self._on_send(granted)
             track.attempts += 1
-            reply = track.last = await self._client.call_raw(api, payload, departure)
+            # Without a limiter nobody counts departures: no notice to queue per request.
+            told = departure if self.limiter else None
+            reply = track.last = await self._client.call_raw(api, payload, told)
         finally:
             departure()  # if the request never got a connection (or never tried)
         return reply, granted, generation
