@@ -16,9 +16,11 @@ import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from batchedit.feed import DRY_RUN, dry_outcome
-from batchedit.im.client import _UNPRINTABLE, MAX_INFO_CHARS, network_text, redact
+from batchedit.im.auth import Secret, SigSource
+from batchedit.im.client import _UNPRINTABLE, MAX_INFO_CHARS, ImClient, network_text, redact
 from batchedit.im.errors import ConfigError
 from batchedit.jsonlog import LogDamaged
 from batchedit.outcomes import EDIT_OUTCOMES, VERIFY_OUTCOMES, Outcome, Outcomes, Status
@@ -382,3 +384,26 @@ def test_a_dry_runs_valid_outcome_is_the_one_the_dataclass_makes() -> None:
     assert before <= made.at <= after
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.line = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:8080",
+        "https://[::1]:8443/tim",
+        "https://user:pw@proxy.example.com/a%20b/",
+        "https://adminapisgp.im.qcloud.com",
+    ],
+)
+def test_a_request_url_built_onto_its_api_url_is_the_whole_url_parsed(endpoint: str) -> None:
+    """A request's URL, built onto its API's URL parsed once, is the URL its whole text parses
+    to: path prefix, IPv6 host, user info and the query (UserSig, random) kept as written."""
+    sig = SigSource(1400000000, "admin istrator", fixed_usersig=Secret("eJx*-_abc"))
+    client = ImClient(endpoint, sig)
+    for api in ("openim/modify_c2c_msg", "openim/admin_getroammsg", "openim/modify_c2c_msg"):
+        url = client._url(api)
+        whole = URL(f"{endpoint.rstrip('/')}/v4/{api}?{url.raw_query_string}", encoded=True)
+        assert (url, str(url)) == (whole, str(whole))
+        assert url.raw_query_string.startswith(
+            "sdkappid=1400000000&identifier=admin%20istrator&usersig=eJx*-_abc&random="
+        )
