@@ -134,7 +134,7 @@ class Outcome:
             "MsgKey": self.msg_key,
             "From_Account": self.from_account,
             "To_Account": self.to_account,
-            "outcome": self.status.value,
+            "outcome": self.status._value_,  # the plain attribute: ``value`` is a slow descriptor
             "ErrorCode": self.code,
             "ErrorInfo": self.info,
             "attempts": self.attempts,
