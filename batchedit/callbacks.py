@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
-
 from batchedit.im.client import RoamMessage
-from batchedit.records import MAX_LINE_BYTES, TOO_LONG
+from batchedit.records import MAX_LINE_BYTES, TOO_LONG, read_object
 
 AFTER_SEND: Final = "C2C.CallbackAfterSendMsg"
 """The callback whose payloads an archive holds (a payload without ``CallbackCommand`` is taken
@@ -86,16 +84,9 @@ def parse_callback(number: int, raw: bytes) -> RoamMessage | BadLine | Skipped |
         return bad(f"longer than {MAX_LINE_BYTES} bytes, not read")
     if not raw.strip():
         return None
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return bad(f"not valid UTF-8 (byte {exc.start + 1})")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return bad(f"malformed JSON: {exc}")
-    if not isinstance(payload, dict):
-        return bad(f"expected a callback payload (a JSON object), got {type(payload).__name__}")
+    payload = read_object(raw)
+    if isinstance(payload, str):
+        return bad(payload)
     command = payload.get("CallbackCommand", AFTER_SEND)
     if not isinstance(command, str):
         return bad("CallbackCommand: not a string")

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from batchedit.records import json_type
+
 _SPACE: Final = " \t\n\r"
 _DECODER: Final = json.JSONDecoder()
 
@@ -81,7 +83,7 @@ def parse_object(text: str) -> _Object:
         reason = str(exc).split(":", 1)[0] if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise JsonEditError(f"not JSON ({reason or 'nested too deeply'})") from None
     if not isinstance(value, dict):
-        raise JsonEditError(f"not a JSON object (a JSON {type(value).__name__})")
+        raise JsonEditError(f"not a JSON object, got {json_type(value)}")
     return _read_object(text, _skip(text, 0))
 
 

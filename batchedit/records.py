@@ -124,6 +124,23 @@ def parse_line(number: int, raw: bytes, digest: str | None = None) -> Item:
     )
 
 
+def json_type(value: Any) -> str:
+    """What JSON calls the type of ``value`` (as orjson or json read it)."""
+    return "object" if isinstance(value, dict) else _JSON_TYPES[type(value)]
+
+
+def read_object(raw: bytes) -> dict[str, Any] | str:
+    """``raw`` (one line) read as a JSON object, or why it is not one: blank, not UTF-8,
+    malformed JSON, or JSON of another type."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _unreadable(raw, exc)
+    if not isinstance(value, dict):
+        return f"expected a JSON object, got {_JSON_TYPES[type(value)]}"
+    return value
+
+
 def check_line(
     number: int, raw: bytes, digest: str
 ) -> InvalidRecord | tuple[bytes, dict[str, Any]]:
@@ -131,12 +148,9 @@ def check_line(
     fields."""
     if raw is TOO_LONG:
         return _invalid(number, digest, f"longer than {MAX_LINE_BYTES} bytes, not read")
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return _invalid(number, digest, _unreadable(raw, exc))
-    if not isinstance(value, dict):
-        return _invalid(number, digest, f"expected a JSON object, got {_JSON_TYPES[type(value)]}")
+    value = read_object(raw)
+    if isinstance(value, str):
+        return _invalid(number, digest, value)
     try:
         body = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # parsed, yet not encodable: nested over 254 levels

@@ -67,9 +67,9 @@ def test_edits_that_cannot_be_made_say_why(edit: Any, message: str) -> None:
     ("text", "reason"),
     [
         ("plain text", "not JSON (Expecting value)"),
-        ("[1, 2]", "not a JSON object (a JSON list)"),
+        ("[1, 2]", "not a JSON object, got array"),
         ('{"a": NaN}', "not JSON (NaN is not JSON)"),
-        ('"{}"', "not a JSON object (a JSON str)"),
+        ('"{}"', "not a JSON object, got string"),
     ],
 )
 def test_text_that_is_not_a_json_object_is_refused(text: str, reason: str) -> None:

@@ -90,7 +90,7 @@ def test_a_damaged_archive_is_planned_around_its_bad_lines(tmp_path: Path) -> No
         "skipped: 1 messages not delivered (SendMsgResult not 0)",
         "skipped: 1 repeated payloads (a message given again)",
         "skipped: archive line 2: not valid UTF-8 (byte 1)",
-        "skipped: archive line 4: expected a callback payload (a JSON object), got list",
+        "skipped: archive line 4: expected a JSON object, got array",
         "skipped: archive line 8: MsgTime: missing or not a whole number",
         "skipped: archive line 10: longer than 65536 bytes, not read",
     ]:
