@@ -4,7 +4,9 @@ and a disk that fills up under the logs."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -74,6 +76,60 @@ async def test_echoed_usersig_never_reaches_results_stderr_or_summary(
     assert b"usersig%3D" not in everything.replace(b"usersig%3D<redacted>", b"")
     assert b"\x1b" not in err
     assert "\u202e".encode() not in err
+
+
+_STANDARD = str.maketrans("*-_", "+/=")
+_ODD_FORMS: tuple[Callable[[str], str], ...] = (
+    lambda sig: quote(sig, safe="").lower(),  # .NET's HttpUtility.UrlEncode: %2a
+    lambda sig: quote(quote(sig, safe=""), safe=""),  # quoted twice: %252A
+    lambda sig: "\n".join(sig[i : i + 76] for i in range(0, len(sig), 76)),  # MIME lines
+    lambda sig: "\r\n".join(sig.translate(_STANDARD)[i : i + 64] for i in range(0, len(sig), 64)),
+    lambda sig: quote(sig.translate(_STANDARD), safe="").lower(),  # %2b %2f %3d
+    lambda sig: sig.translate(_STANDARD).rstrip("="),  # standard base64 without its padding
+    lambda sig: sig.translate(str.maketrans("*-_", "-_=")),  # RFC 4648 URL-safe base64
+)
+
+
+def _echo_odd(sigs: set[str]) -> Middleware:
+    """A proxy that refuses every edit for good (90001) with an ErrorInfo echoing the UserSig in
+    each of :data:`_ODD_FORMS`; it notes each sig in ``sigs``."""
+
+    async def echo(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.endswith("modify_c2c_msg"):
+            return await handler(request)
+        sig = request.query["usersig"]
+        sigs.add(sig)
+        info = " ".join(f"[{form(sig)}]" for form in _ODD_FORMS)
+        return web.json_response({"ErrorCode": 90001, "ErrorInfo": f"proxy refused {info}"})
+
+    return echo
+
+
+async def test_a_usersig_echoed_in_odd_forms_never_reaches_results_or_stderr(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A UserSig echoed percent-encoded in lower case or twice, wrapped over lines, without its
+    padding or in another base64 alphabet is redacted too: no run of a dozen of its letters and
+    digits reaches the results or stderr."""
+    sigs: set[str] = set()
+    emulator, url = await serve_behind(aiohttp_server, _echo_odd(sigs))
+    targets = seed_messages(emulator.store, 3)
+    path = write_edits(tmp_path / "e.jsonl", [{**t, "CloudCustomData": "x"} for t in targets])
+    results = tmp_path / "r.jsonl"
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "batchedit", "run", str(path), "--results", str(results)],
+        env=cli_env(url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, err.decode()
+    everything = out + err + results.read_bytes()
+    assert everything.count(b"proxy refused") == 3
+    assert sigs
+    for sig in sigs:
+        for run in re.findall(r"[A-Za-z0-9]{12,}", sig):
+            assert run.encode() not in everything
 
 
 def _seq(msg_key: str) -> int:

@@ -50,26 +50,41 @@ MAX_ANSWER_BYTES: Final = 2 * 1024 * 1024
 stays under 1 MiB."""
 MAX_INFO_CHARS: Final = 1000
 """Network text (``ErrorInfo``, a connection error) is cut to this many characters."""
-_TO_STANDARD_BASE64: Final = str.maketrans("*-_", "+/=")
+_COUNTERPARTS: Final = {"*": "*+-", "-": "-/_", "_": "_="}
+"""What a UserSig character (URL-safe base64: ``*-_`` for ``+/=``) may be echoed as: itself, its
+standard base64 character, or its RFC 4648 URL-safe one."""
+
+
+def _spelled(char: str) -> str:
+    """A pattern for ``char`` of a secret as an echo may write it: itself or a counterpart, as
+    is or percent-encoded (hex in either case, once or twice)."""
+    options = []
+    for same in _COUNTERPARTS.get(char, char):
+        quoted = "".join(f"%(?:25)?{byte:02x}" for byte in same.encode())
+        options.append(f"{re.escape(same)}|(?i:{quoted})")
+    return "|".join(options)
 
 
 @functools.lru_cache(maxsize=64)
-def _forms(secret: str) -> frozenset[str]:
-    """The ways a secret may be written back: as is, URL-quoted, in standard base64 (``*-_``
-    back to ``+/=``: a UserSig is URL-safe base64 that a server may echo converted back), and
-    that URL-quoted. Worked out once per secret, not per answer."""
-    standard = secret.translate(_TO_STANDARD_BASE64)
-    return frozenset({secret, quote(secret, safe=""), standard, quote(standard, safe="")})
+def _echoed(secret: str) -> re.Pattern[str]:
+    """The ways a secret may be written back: as is; URL-quoted (in either case, or twice); in
+    standard or RFC 4648 URL-safe base64 (a UserSig is Tencent's URL-safe base64 that a server
+    may echo converted), with or without its ``_`` padding; wrapped over lines. Worked out once
+    per secret, not per answer."""
+    body = secret.rstrip("_") or secret
+    padding = len(secret) - len(body)
+    chars = [f"(?:{_spelled(char)})" for char in body]
+    chars += [f"(?:\\s*+(?:{_spelled('_')}))?"] * padding
+    return re.compile("\\s*+".join(chars[: len(body)]) + "".join(chars[len(body) :]))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with each of ``secrets`` and every ``usersig=...`` query value replaced by
-    ``<redacted>``. A secret is also found URL-quoted, and in standard base64 (``*-_`` back
-    to ``+/=``), and that URL-quoted."""
+    ``<redacted>``. A secret is also found URL-quoted, in other base64 alphabets and wrapped
+    over lines (see :func:`_echoed`)."""
     for secret in secrets:
-        for form in _forms(secret):
-            if form and form in text:
-                text = text.replace(form, "<redacted>")
+        if secret:
+            text = _echoed(secret).sub("<redacted>", text)
     return _SECRET_PARAM.sub(r"\1<redacted>", text)
 
 
@@ -81,7 +96,7 @@ def network_text(text: str, secrets: Iterable[str] = ()) -> str:
         and text.isascii()
         and text.isprintable()
         and "usersig" not in text.lower()
-        and not any(form in text for secret in secrets for form in _forms(secret))
+        and not any(_echoed(secret).search(text) for secret in secrets if secret)
     ):
         return text  # the usual short answer ("succeed"): nothing to redact, escape or cut
     text = _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], redact(text, secrets))
