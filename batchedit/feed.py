@@ -97,6 +97,10 @@ class Feed:
                 if state.stopped is not None:
                     return
                 if type(entry) is Outcome:  # a dry run's
+                    if index is not None and entry.status is Status.OK:
+                        redo.add(
+                            (entry.from_account or "", entry.to_account or "", entry.msg_key or "")
+                        )
                     record(entry)
                 elif type(entry) is EditRecord:
                     if pool is None:
@@ -109,7 +113,9 @@ class Feed:
                     record(outcome_of(entry, Status.INVALID, info=entry.reason))
                 elif isinstance(entry, Done):
                     for item in self._skip(entry, redo):
-                        if pool is None or state.stopping or not await pool.submit(item):
+                        if pool is None:  # a resumed dry run: what the resume would redo
+                            record(outcome_of(item, Status.OK, note=DRY_RUN))
+                        elif state.stopping or not await pool.submit(item):
                             return
 
     def _skip(self, done: Done, redo: set[MessageId]) -> list[EditRecord]:

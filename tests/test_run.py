@@ -230,6 +230,29 @@ async def test_resume_keeps_file_order_for_a_message(
     assert message.cloud_custom_data == "second"
 
 
+async def test_a_resumed_dry_run_previews_the_lines_a_resume_redoes(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A dry run with --resume counts a done line of a message whose earlier line is redone
+    as valid, not skipped, as the resume itself then sends it."""
+    running = await start_emulator()
+    target = seed_messages(running.emulator.store, 1)[0]
+    edits = [{**target, "CloudCustomData": "first"}, {**target, "CloudCustomData": "second"}]
+    path = write_edits(tmp_path / "edits.jsonl", edits)
+    results = tmp_path / "results.jsonl"
+    running.emulator.faults.update({"key_codes": {target["MsgKey"]: 20005}, "fail_first": 0})
+    await _run(running, path, results, policy=RetryPolicy.zero_wait(max_attempts=1))
+    lines = results.read_bytes().splitlines()
+    second_ok = lines[1].replace(b'"outcome":"failed"', b'"outcome":"ok"')
+    results.write_bytes(lines[0] + b"\n" + second_ok + b"\n")
+    with path.open("rb") as source:
+        preview = await run_batch(source, RunConfig(results=results, dry_run=True, resume=True))
+    assert (preview.skipped, preview.statuses["ok"]) == (0, 2)
+    running.emulator.faults.update({"key_codes": {}})
+    summary = await _run(running, path, results, resume=True)
+    assert (summary.skipped, summary.statuses["ok"]) == (0, 2)
+
+
 async def test_dry_run_sends_nothing(start_emulator: EmulatorFactory, tmp_path: Path) -> None:
     """A dry run validates every line, writes no results and sends no request."""
     running = await start_emulator()
