@@ -176,7 +176,8 @@ def _execute(
     # and those buffers come from the heap. Elsewhere this is only a short-lived allocation.
     bytes(1024 * 1024)
     try:
-        with source, out.watch(total) as observer:
+        logged = config.results is not None and not config.dry_run
+        with source, out.watch(total, logged=logged) as observer:
             summary = asyncio.run(
                 with_signals(
                     lambda control: run_batch(

@@ -106,11 +106,14 @@ class Output:
         self.console.line(event, message, **fields)
 
     @contextlib.contextmanager
-    def watch(self, total: int | None) -> Iterator[Observer]:
+    def watch(self, total: int | None, *, logged: bool = True) -> Iterator[Observer]:
         """The observer of one run or plan of ``total`` units (if known): the console's, and,
-        with ``--metrics-port``, the metrics', served inside the block. On the way out the live
-        line is ended, so that what follows starts on a line of its own."""
-        console = ConsoleObserver(self.console, total, quiet=self.quiet, every=self.progress_every)
+        with ``--metrics-port``, the metrics', served inside the block; ``logged``: whether a
+        results log lists every outcome. On the way out the live line is ended, so that what
+        follows starts on a line of its own."""
+        console = ConsoleObserver(
+            self.console, total, quiet=self.quiet, every=self.progress_every, logged=logged
+        )
         try:
             if self.metrics_port is None:
                 yield console

@@ -102,8 +102,10 @@ class ConsoleObserver:
         quiet: bool = False,
         every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        logged: bool = True,
     ) -> None:
         self._console = console
+        self._logged = logged
         self._total = total
         self._quiet = quiet
         self._live = console.terminal and not console.json
@@ -126,7 +128,10 @@ class ConsoleObserver:
             where = "" if status is Status.INVALID else f"line {outcome.line} ({outcome.msg_key}): "
             self._console.line(name, f"{name}: {where}{outcome.info}", line=outcome.line)
         elif self._shown[status] == SHOWN_INVALID + 1:
-            self._console.line(name, f"{name}: ... more {name} lines; see the results log")
+            more = f"{name}: ... more {name} lines" + (
+                "; see the results log" if self._logged else ""
+            )
+            self._console.line(name, more)
 
     def notice(self, line: str) -> None:
         """Show a line before the work starts, even when quiet; its event is the word before

@@ -37,16 +37,24 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_invalid_lines_are_listed_up_to_a_limit() -> None:
-    """The first 20 invalid lines are printed with their reasons, then one 'more' line."""
+@pytest.mark.parametrize(
+    ("logged", "more"),
+    [
+        (True, "invalid: ... more invalid lines; see the results log"),
+        (False, "invalid: ... more invalid lines"),
+    ],
+)
+def test_invalid_lines_are_listed_up_to_a_limit(logged: bool, more: str) -> None:
+    """The first 20 invalid lines are printed with their reasons, then one 'more' line, which
+    points at the results log only when there is one (a dry run writes none)."""
     out = io.StringIO()
-    observer = ConsoleObserver(Console(out), None)
+    observer = ConsoleObserver(Console(out), None, logged=logged)
     for line in range(1, 30):
         observer.outcome(_invalid(line))
     lines = out.getvalue().splitlines()
     assert lines[0] == "invalid: line 1: blank line"
     assert len(lines) == SHOWN_INVALID + 1
-    assert lines[-1] == "invalid: ... more invalid lines; see the results log"
+    assert lines[-1] == more
 
 
 @pytest.mark.parametrize("terminal", [True, False])
