@@ -205,22 +205,30 @@ async def test_resume_skips_done_lines_and_redoes_changed_ones(
     assert running.emulator.traffic.of("openim/modify_c2c_msg").arrivals == 41
 
 
-async def test_resume_keeps_file_order_for_a_message(
-    start_emulator: EmulatorFactory, tmp_path: Path
-) -> None:
-    """If an earlier edit of a message is redone, later done edits of it are redone after it."""
-    running = await start_emulator()
+async def _first_failed_second_done(
+    running: Running, tmp_path: Path
+) -> tuple[dict[str, str], Path, Path]:
+    """Two edits of one message, the first failed and the second done in the results log (as
+    if the message's later edit had been taken for done); the message's faults cleared."""
     target = seed_messages(running.emulator.store, 1)[0]
     edits = [{**target, "CloudCustomData": "first"}, {**target, "CloudCustomData": "second"}]
     path = write_edits(tmp_path / "edits.jsonl", edits)
     results = tmp_path / "results.jsonl"
     running.emulator.faults.update({"key_codes": {target["MsgKey"]: 20005}, "fail_first": 0})
     await _run(running, path, results, policy=RetryPolicy.zero_wait(max_attempts=1))
-    results.write_bytes(results.read_bytes().replace(b'"outcome":"failed"', b'"outcome":"ok"', 0))
     lines = results.read_bytes().splitlines()
     second_ok = lines[1].replace(b'"outcome":"failed"', b'"outcome":"ok"')
     results.write_bytes(lines[0] + b"\n" + second_ok + b"\n")
     running.emulator.faults.update({"key_codes": {}})
+    return target, path, results
+
+
+async def test_resume_keeps_file_order_for_a_message(
+    start_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """If an earlier edit of a message is redone, later done edits of it are redone after it."""
+    running = await start_emulator()
+    target, path, results = await _first_failed_second_done(running, tmp_path)
     summary = await _run(running, path, results, resume=True)
     assert (summary.skipped, summary.statuses["ok"]) == (0, 2)
     message = running.emulator.store.find(
@@ -236,19 +244,10 @@ async def test_a_resumed_dry_run_previews_the_lines_a_resume_redoes(
     """A dry run with --resume counts a done line of a message whose earlier line is redone
     as valid, not skipped, as the resume itself then sends it."""
     running = await start_emulator()
-    target = seed_messages(running.emulator.store, 1)[0]
-    edits = [{**target, "CloudCustomData": "first"}, {**target, "CloudCustomData": "second"}]
-    path = write_edits(tmp_path / "edits.jsonl", edits)
-    results = tmp_path / "results.jsonl"
-    running.emulator.faults.update({"key_codes": {target["MsgKey"]: 20005}, "fail_first": 0})
-    await _run(running, path, results, policy=RetryPolicy.zero_wait(max_attempts=1))
-    lines = results.read_bytes().splitlines()
-    second_ok = lines[1].replace(b'"outcome":"failed"', b'"outcome":"ok"')
-    results.write_bytes(lines[0] + b"\n" + second_ok + b"\n")
+    _, path, results = await _first_failed_second_done(running, tmp_path)
     with path.open("rb") as source:
         preview = await run_batch(source, RunConfig(results=results, dry_run=True, resume=True))
     assert (preview.skipped, preview.statuses["ok"]) == (0, 2)
-    running.emulator.faults.update({"key_codes": {}})
     summary = await _run(running, path, results, resume=True)
     assert (summary.skipped, summary.statuses["ok"]) == (0, 2)
 
