@@ -162,20 +162,14 @@ class Edits:
         reply = track.last
         if reply is None:
             return None
-        unchecked = self._unchecked(item)
-        if track.timed_out or retry_note or note or unchecked:
-            note = notes(UNCERTAIN if track.timed_out else None, retry_note, note, unchecked)
-        return Outcome(
-            item.line,
-            item.digest,
+        return outcome_of(
+            item,
             Status.OK if reply.ok else Status.FAILED,
-            item.from_account,
-            item.to_account,
-            item.msg_key,
             code=reply.code,
             info=reply.info,
             latency=reply.latency,
-            attempts=track.attempts,
-            throttled=track.throttled,
-            note=note,
+            **track.counts(),
+            note=notes(
+                UNCERTAIN if track.timed_out else None, retry_note, note, self._unchecked(item)
+            ),
         )

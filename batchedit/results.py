@@ -29,7 +29,7 @@ _MAX_LINE: Final = 2**63 - 1
 _NUMBER: Final = (int, float)
 _NUMBER_TYPES: Final = frozenset(_NUMBER)
 _AT_FIRST, _AT_END = AT_RANGE
-_INVALID: Final = 2
+_INVALID: Final = _DONE["invalid"]
 _PICK: Final = itemgetter("line", "outcome", "hash")
 _PICK_ALL: Final = itemgetter("line", "outcome", "hash", "at", "latency_ms")
 
@@ -80,6 +80,15 @@ def _refuse_another_commands(path: Path, raw: bytes, command: str) -> None:
 
 def _named(command: str) -> str:
     return f"{'an' if command[0] in 'aeiou' else 'a'} `{command}`"
+
+
+def _digest_array(hashes: list[str] | tuple[str, ...]) -> array[int]:
+    """The 16-hex-digit ``hashes`` as the integers ``int(hash, 16)`` gives, in one array. Raises
+    ``ValueError`` for a hash that is not hex; skips spaces (``bytes.fromhex`` does)."""
+    digests = array("Q", bytes.fromhex("".join(hashes)))
+    if sys.byteorder == "little":
+        digests.byteswap()  # the hex is big-endian, as int(hash, 16) reads it
+    return digests
 
 
 def _columns(rows: list[Any]) -> tuple[tuple[Any, ...], ...]:
@@ -152,13 +161,11 @@ class ResumeIndex:
                 or max(latencies) >= LATENCY_MS_LIMIT
             ):
                 return False
-            digests = array("Q", bytes.fromhex("".join(hashes)))
+            digests = _digest_array(hashes)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return False
         if len(digests) != len(rows):  # fromhex skips spaces: a hash held some
             return False
-        if sys.byteorder == "little":
-            digests.byteswap()  # the hex is big-endian, as int(hash, 16) reads it
         dones = bytes(map(codes.__getitem__, outcomes))
         top = max(lines)
         if top >= len(self._done) and top > 2 * (self._rows + len(rows)) + _DENSE_SLACK:
@@ -212,12 +219,8 @@ class ResumeIndex:
         end = first + len(digests)
         # All of them flagged done (the usual resume): then one compare of the digests.
         flagged = first > 0 and end <= len(self._done) and 0 not in self._done[first:end]
-        if flagged and not self._far:
-            ours = array("Q", bytes.fromhex("".join(digests)))
-            if sys.byteorder == "little":
-                ours.byteswap()
-            if ours == self._digests[first:end]:
-                return [True] * len(digests)
+        if flagged and not self._far and _digest_array(digests) == self._digests[first:end]:
+            return [True] * len(digests)
         return [self.is_done(line, digest) for line, digest in enumerate(digests, first)]
 
     def invalid_among(self, first: int, count: int) -> int:

@@ -319,8 +319,9 @@ class ImClient:
         self._ssl = ssl_context
         self._identifier = quote(sig.identifier, safe="")
         self._sigs: set[str] = set()
-        self._api_urls: dict[str, URL] = {}
         """Every UserSig sent so far: redacted wherever an answer repeats one."""
+        self._api_urls: dict[str, URL] = {}
+        """Each API's URL without its query, parsed once."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ImClient:
