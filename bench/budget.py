@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import emulator, env, stats
+from bench.common import env, seeded_emulator, stats
 
 TOTAL = 3000
 """Edits per configuration: 15 s at 200/s."""
@@ -82,8 +82,7 @@ def _lines(path: Path) -> int:
 def _one(work: Path, processes: int, shared: bool) -> None:
     name = f"{processes}{'s' if shared else ''}"
     targets = work / f"budget-t{name}.jsonl"
-    args = ["--latency-ms", "20-300", "--demo-data", str(TOTAL), "--demo-targets", str(targets)]
-    with emulator(work, *args) as url, redis_server(work) as budget:
+    with seeded_emulator(work, TOTAL, targets) as url, redis_server(work) as budget:
         files = _split(targets, work, processes)
         results = [work / f"budget-r{name}-{i}.jsonl" for i in range(processes)]
         extra = ["--budget", budget] if shared else []

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,15 @@ def emulator(work: Path, *args: str) -> Iterator[str]:
         process.terminate()
         process.wait()
         process.stderr.close()
+
+
+def seeded_emulator(
+    work: Path, count: int, targets: Path, *extra: str
+) -> AbstractContextManager[str]:
+    """An emulator (see :func:`emulator`) with 20-300 ms latency and ``count`` demo messages,
+    whose MsgKeys it writes to ``targets``; ``extra`` options too."""
+    seeded = ("--demo-data", str(count), "--demo-targets", str(targets))
+    return emulator(work, "--latency-ms", "20-300", *seeded, *extra)
 
 
 def start_cli(args: list[str], url: str) -> subprocess.Popen[bytes]:
@@ -140,16 +149,7 @@ def latency_run(
     """Seed ``count`` messages, edit each once at --rate 200 (plus ``extra`` options); the
     emulator gets ``server`` options too, and ``ca`` (a CA it writes) is trusted when given."""
     name = f"lat{count}{'-tls' if ca else ''}"
-    with emulator(
-        work,
-        "--latency-ms",
-        "20-300",
-        "--demo-data",
-        str(count),
-        "--demo-targets",
-        str(work / f"t-{name}.jsonl"),
-        *server,
-    ) as url:
+    with seeded_emulator(work, count, work / f"t-{name}.jsonl", *server) as url:
         edits = work / f"e-{name}.jsonl"
         count = targets_to_edits(work / f"t-{name}.jsonl", edits)
         summary = work / f"s-{name}.json"

@@ -18,10 +18,10 @@ import orjson
 
 from bench.common import (
     PY,
-    emulator,
     latency_run,
     measure,
     run_cli,
+    seeded_emulator,
     start_cli,
     stats,
     targets_to_edits,
@@ -71,15 +71,7 @@ def section_restart(work: Path, runs: int = 5, count: int = 3000) -> None:
     --resume; the emulator counts both processes, so its window maximum spans the restart."""
     for run in range(1, runs + 1):
         targets = work / f"restart-t{run}.jsonl"
-        with emulator(
-            work,
-            "--latency-ms",
-            "20-300",
-            "--demo-data",
-            str(count),
-            "--demo-targets",
-            str(targets),
-        ) as url:
+        with seeded_emulator(work, count, targets) as url:
             edits = work / f"restart-e{run}.jsonl"
             targets_to_edits(targets, edits)
             common = [str(edits), "--results", str(work / f"restart-r{run}.jsonl"), "--rate", "200"]
@@ -111,8 +103,7 @@ def section_cpu(work: Path, count: int = EDITS, pairs: int = 3) -> None:
     ratios = []
     for pair in range(1, pairs + 1):
         targets = work / f"cpu-t{pair}.jsonl"
-        seeded = ("--demo-data", str(count), "--demo-targets", str(targets))
-        with emulator(work, "--latency-ms", "20-300", *seeded) as url:
+        with seeded_emulator(work, count, targets) as url:
             edits = work / f"cpu-e{pair}.jsonl"
             count = targets_to_edits(targets, edits)
             results = work / f"cpu-r{pair}.jsonl"
