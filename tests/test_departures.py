@@ -47,6 +47,18 @@ def _results(tmp_path: Path, content: bytes = b"") -> Path:
     return path
 
 
+def _record(results: Path, clock: Clock, *, slots: int, departures: int, apart: float) -> None:
+    """A run beside ``results`` records ``departures`` edits ``apart`` seconds apart in a ring of
+    ``slots``, then stops."""
+    log = DepartureLog.open(results, clock)
+    log.before(MODIFY, 1.0)
+    ring = log.ring(MODIFY, slots)
+    for _ in range(departures):
+        clock.now += apart
+        ring.record()
+    log.close()
+
+
 def test_the_next_run_reads_the_departures_of_the_last_window(tmp_path: Path) -> None:
     """Departures written by one run are read by the next, per API, as seconds ago, and only
     those of the last window."""
@@ -72,13 +84,7 @@ def test_a_ring_keeps_the_latest_departures(tmp_path: Path) -> None:
     """Twenty departures into eight slots leave the latest eight."""
     clock = Clock()
     results = _results(tmp_path)
-    log = DepartureLog.open(results, clock)
-    log.before(MODIFY, 1.0)
-    ring = log.ring(MODIFY, 8)
-    for _ in range(20):
-        clock.now += 0.01
-        ring.record()
-    log.close()
+    _record(results, clock, slots=8, departures=20, apart=0.01)
     later = DepartureLog.open(results, clock)
     ages = sorted(later.before(MODIFY, 1.0) or [])
     assert ages == pytest.approx([i * 0.01 for i in range(8)], abs=1e-5)
@@ -194,13 +200,7 @@ def test_a_resumed_run_follows_what_its_predecessor_sent(tmp_path: Path) -> None
     waits for the oldest of them to leave the window."""
     clock = Clock()
     results = _results(tmp_path)
-    log = DepartureLog.open(results, clock)
-    log.before(MODIFY, 1.0)
-    ring = log.ring(MODIFY, 10)
-    for _ in range(4):
-        clock.now += 0.1
-        ring.record()
-    log.close()
+    _record(results, clock, slots=10, departures=4, apart=0.1)
     clock.now += 0.2
     log = DepartureLog.open(results, clock)
 

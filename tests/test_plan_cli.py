@@ -221,19 +221,25 @@ def test_plan_piped_into_run_migrates_as_it_plans(
     assert list(map(_sorted, exact_state(final))) == list(map(_sorted, expected))
 
 
-def test_a_reader_that_goes_away_stops_the_plan_without_a_traceback(tmp_path: Path) -> None:
-    """When the process reading `plan --output -` exits, plan stops (exit 3) saying so, and
-    every line it wrote is whole."""
+def _plan_to_a_pipe(tmp_path: Path, conversations: int) -> subprocess.Popen[bytes]:
+    """`plan --output -` of a migration over a callback archive of ``conversations`` of 100
+    messages each, its stdout and stderr pipes to the test."""
     store = Store()
-    seed_migration(store, conversations=100, per=100)
+    seed_migration(store, conversations=conversations, per=100)
     archive = tmp_path / "callbacks.jsonl"
     archive.write_bytes(callback_archive(store))
-    plan = subprocess.Popen(
+    return subprocess.Popen(
         [*PLAN, "--from-callbacks", str(archive), *MIGRATE, "--output", "-"],
         env=cli_env("http://127.0.0.1:9"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def test_a_reader_that_goes_away_stops_the_plan_without_a_traceback(tmp_path: Path) -> None:
+    """When the process reading `plan --output -` exits, plan stops (exit 3) saying so, and
+    every line it wrote is whole."""
+    plan = _plan_to_a_pipe(tmp_path, conversations=100)
     assert plan.stdout is not None
     first = plan.stdout.readline()
     assert orjson.loads(first)["MsgKey"]
@@ -268,16 +274,7 @@ def test_an_archive_can_come_from_stdin(tmp_path: Path) -> None:
 def test_ctrl_c_ends_a_plan_whose_reader_does_not_read(tmp_path: Path) -> None:
     """A plan blocked on a full pipe that nobody reads still ends on the first Ctrl-C
     (exit 130), after a bounded wait for the write in progress."""
-    store = Store()
-    seed_migration(store, conversations=50, per=100)
-    archive = tmp_path / "callbacks.jsonl"
-    archive.write_bytes(callback_archive(store))
-    plan = subprocess.Popen(
-        [*PLAN, "--from-callbacks", str(archive), *MIGRATE, "--output", "-"],
-        env=cli_env("http://127.0.0.1:9"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    plan = _plan_to_a_pipe(tmp_path, conversations=50)
     assert plan.stderr is not None
     ready, _, _ = select.select([plan.stderr], [], [], 30)
     assert ready
